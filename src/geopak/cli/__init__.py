@@ -11,7 +11,7 @@ import logging
 import typer
 
 from geopak import __version__
-from geopak.cli import cells, data, demo, evaluate, model, serve, synth, train
+from geopak.cli import cells, crawl, data, demo, evaluate, model, serve, synth, train
 
 app = typer.Typer(
     name="geopak",
@@ -44,7 +44,7 @@ def _root(
     )
 
 
-for _module in (data, synth, cells, model, train, evaluate, serve, demo):
+for _module in (data, crawl, synth, cells, model, train, evaluate, serve, demo):
     _module.register(app)
 
 
