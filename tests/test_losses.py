@@ -29,23 +29,44 @@ R = 6371.0088
 
 def ref_haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    a = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * R * math.asin(math.sqrt(a))
 
 
 def random_table(seed: int = 0, counts: tuple[int, ...] = (9, 4, 0, 2, 5, 1, 3)) -> CellTable:
     rng = np.random.default_rng(seed)
     rows = []
-    boxes = [(24, 28, 66, 71), (28, 33, 70, 75), (32, 36, 70, 73), (33.5, 33.8, 72.8, 73.2),
-             (35, 37, 72, 77), (25, 31, 61, 70), (33, 35.5, 73, 75)]
+    boxes = [
+        (24, 28, 66, 71),
+        (28, 33, 70, 75),
+        (32, 36, 70, 73),
+        (33.5, 33.8, 72.8, 73.2),
+        (35, 37, 72, 77),
+        (25, 31, 61, 70),
+        (33, 35.5, 73, 75),
+    ]
     cid = 0
     for p, n in enumerate(counts):
         la0, la1, lo0, lo1 = boxes[p]
         for _ in range(n):
-            rows.append((cid, PROVINCES[p].name, rng.uniform(la0, la1), rng.uniform(lo0, lo1),
-                         float(rng.uniform(2, 40)), 50, bool(rng.random() < 0.3)))
+            rows.append(
+                (
+                    cid,
+                    PROVINCES[p].name,
+                    rng.uniform(la0, la1),
+                    rng.uniform(lo0, lo1),
+                    float(rng.uniform(2, 40)),
+                    50,
+                    bool(rng.random() < 0.3),
+                )
+            )
             cid += 1
-    df = pd.DataFrame(rows, columns=["cell_id", "province", "center_lat", "center_lon", "radius_km", "count", "urban"])
+    df = pd.DataFrame(
+        rows, columns=["cell_id", "province", "center_lat", "center_lon", "radius_km", "count", "urban"]
+    )
     return CellTable(df)
 
 
@@ -79,7 +100,9 @@ def random_out(table: CellTable, b: int, seed: int = 0) -> FakeOut:
     return FakeOut(
         province_logits=torch.randn(b, 7, generator=g) * 2,
         cell_logits=cl,
-        aux_latlon=torch.stack([torch.rand(b, generator=g) * 12 + 24, torch.rand(b, generator=g) * 16 + 61], 1),
+        aux_latlon=torch.stack(
+            [torch.rand(b, generator=g) * 12 + 24, torch.rand(b, generator=g) * 16 + 61], 1
+        ),
         fused=torch.randn(b, 8, generator=g),
     )
 
@@ -159,7 +182,9 @@ def test_smoothed_targets_match_reference():
     t = random_table(2)
     batch = random_batch(t, 40, seed=3)
     local = torch.from_numpy(t.local_index)[batch["cell_id"]]
-    q = smoothed_cell_targets(local, batch["province"], torch.from_numpy(t.padded_distances()), DEFAULT_TAU_KM)
+    q = smoothed_cell_targets(
+        local, batch["province"], torch.from_numpy(t.padded_distances()), DEFAULT_TAU_KM
+    )
     assert q.shape == (40, t.max_cells)
     for i in range(40):
         cell = int(batch["cell_id"][i])
@@ -174,7 +199,9 @@ def test_smoothed_targets_one_hot_when_off():
     t = random_table(2)
     batch = random_batch(t, 10, seed=4)
     local = torch.from_numpy(t.local_index)[batch["cell_id"]]
-    q = smoothed_cell_targets(local, batch["province"], torch.from_numpy(t.padded_distances()), None, smoothing=False)
+    q = smoothed_cell_targets(
+        local, batch["province"], torch.from_numpy(t.padded_distances()), None, smoothing=False
+    )
     assert (q.sum(1) == 1).all() and (q.max(1).values == 1).all()
     assert q.argmax(1).tolist() == local.tolist()
 
@@ -197,7 +224,9 @@ def test_cell_kl_matches_reference():
     batch = random_batch(t, b, seed=6)
     out = random_out(t, b, seed=7)
     local = torch.from_numpy(t.local_index)[batch["cell_id"]]
-    q = smoothed_cell_targets(local, batch["province"], torch.from_numpy(t.padded_distances()), DEFAULT_TAU_KM)
+    q = smoothed_cell_targets(
+        local, batch["province"], torch.from_numpy(t.padded_distances()), DEFAULT_TAU_KM
+    )
     mask = torch.rand(b, generator=torch.Generator().manual_seed(0)) > 0.25
     got = cell_kl_loss(out.cell_logits, batch["province"], q, torch.from_numpy(t.padded_index() >= 0), mask)
     total, n = 0.0, 0
@@ -226,7 +255,9 @@ def test_cell_kl_zero_at_target_and_ignores_other_heads():
     t = random_table(5)
     batch = random_batch(t, 16, seed=8)
     local = torch.from_numpy(t.local_index)[batch["cell_id"]]
-    q = smoothed_cell_targets(local, batch["province"], torch.from_numpy(t.padded_distances()), DEFAULT_TAU_KM)
+    q = smoothed_cell_targets(
+        local, batch["province"], torch.from_numpy(t.padded_distances()), DEFAULT_TAU_KM
+    )
     logits = torch.randn(16, 7, t.max_cells)
     logits[torch.arange(16), batch["province"]] = torch.log(q.clamp(min=1e-30))
     valid = torch.from_numpy(t.padded_index() >= 0)
@@ -336,7 +367,9 @@ def test_weight_zero_terms_skipped_and_province_only_mode():
     loss_fn = GeopakLoss(None, weights=LossWeights.province_only())
     res = loss_fn(out, {k: v for k, v in batch.items() if k != "cell_id"})
     assert set(res) == {"total", "province", "aux", "aux_km"}
-    assert res["total"].item() == pytest.approx(0.5 * res["province"].item() + 0.1 * res["aux"].item(), rel=1e-6)
+    assert res["total"].item() == pytest.approx(
+        0.5 * res["province"].item() + 0.1 * res["aux"].item(), rel=1e-6
+    )
     res = GeopakLoss(t, weights={"province": 1.0, "cell": 0.0, "offset": 0.0, "aux": 0.0})(out, batch)
     assert set(res) == {"total", "province"}
 

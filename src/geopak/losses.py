@@ -47,13 +47,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TAU_KM",
-    "LossWeights",
     "GeopakLoss",
-    "province_class_weights",
-    "province_ce",
-    "smoothed_cell_targets",
+    "LossWeights",
     "cell_kl_loss",
     "haversine_loss",
+    "province_ce",
+    "province_class_weights",
+    "smoothed_cell_targets",
     "true_cell_offset_positions",
 ]
 
