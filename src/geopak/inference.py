@@ -25,16 +25,23 @@ Definitions (they are what :mod:`geopak.evaluate` calibrates):
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from geopak import geo
+from geopak.provinces import PROVINCE_NAMES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Prediction", "mixture", "DEFAULT_CONFIDENCE_KM"]
+__all__ = ["Prediction", "mixture", "GeopakPredictor", "DEFAULT_CONFIDENCE_KM", "resolve_checkpoint", "bf16_default"]
 
 DEFAULT_CONFIDENCE_KM = 25.0
 """Radius of the ``confidence`` mass (km)."""
@@ -45,9 +52,9 @@ class Prediction:
     """Batched mixture output (tensors, float32 unless noted); see the module docstring for definitions."""
 
     lat: torch.Tensor
-    """(B,) degrees."""
+    """(B,) degrees (float64; float32 on MPS)."""
     lon: torch.Tensor
-    """(B,) degrees."""
+    """(B,) degrees (float64; float32 on MPS)."""
     province: torch.Tensor
     """(B,) int64 argmax province id."""
     province_probs: torch.Tensor
@@ -57,9 +64,9 @@ class Prediction:
     radius_km: torch.Tensor
     """(B,) p-weighted mean distance of the hypotheses to (lat, lon)."""
     hyp_lat: torch.Tensor
-    """(B, H)."""
+    """(B, H) degrees, same dtype as ``lat``."""
     hyp_lon: torch.Tensor
-    """(B, H)."""
+    """(B, H) degrees."""
     hyp_prob: torch.Tensor
     """(B, H), sums to 1 over each row."""
     hyp_cell: torch.Tensor
@@ -118,7 +125,8 @@ def mixture(
     device = plog.device
     b = plog.shape[0]
     pidx = _as_long(model.padded_index, device)  # (7, K)
-    centers = torch.as_tensor(model.cell_centers, device=device).float()  # (N, 2)
+    pos_dtype = torch.float32 if device.type == "mps" else torch.float64  # positions: keep metres exact
+    centers = torch.as_tensor(model.cell_centers, device=device).to(pos_dtype)  # (N, 2)
     n_prov, k = pidx.shape
     valid_cell = pidx >= 0  # (7, K)
     has_cells = valid_cell.any(dim=1)  # (7,)
@@ -150,7 +158,7 @@ def mixture(
 
     if use_offsets:
         hlat, hlon = model.predict_offset_positions(out.fused, cell_safe)
-        hlat, hlon = hlat.float(), hlon.float()
+        hlat, hlon = hlat.to(pos_dtype), hlon.to(pos_dtype)
     else:
         hlat, hlon = centers[cell_safe, 0], centers[cell_safe, 1]
 
@@ -158,8 +166,7 @@ def mixture(
         lat, lon = geo.weighted_mean_position(hlat, hlon, p, axis=-1)
     else:
         lat, lon = hlat[:, 0], hlon[:, 0]
-    lat, lon = lat.float(), lon.float()
-    radius = (p * geo.haversine_km(hlat, hlon, lat[:, None], lon[:, None])).sum(dim=1)
+    radius = (p * geo.haversine_km(hlat, hlon, lat[:, None], lon[:, None]).float()).sum(dim=1)
 
     # Confidence: joint mass over every cell whose centre lies within confidence_km of the answer.
     joint_all = (pprob[:, :, None] * cprob_all)[:, valid_cell]  # (B, N) in padded (= global id) order
@@ -180,3 +187,258 @@ def mixture(
         hyp_prob=p,
         hyp_cell=torch.where(valid, cell, torch.full_like(cell, -1)),
     )
+
+
+# ------------------------------------------------------------------------------------------ predictor
+_CHECKPOINT_FILES = ("model.safetensors", "config.json")
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder for a folder or a file inside it (``model.safetensors``, ``config.json``).
+
+    Raises:
+        FileNotFoundError: naming the path and what a checkpoint folder holds.
+    """
+    p = Path(path).expanduser()
+    if p.is_file() and p.name in _CHECKPOINT_FILES:
+        p = p.parent
+    if p.is_dir() and all((p / f).exists() for f in _CHECKPOINT_FILES):
+        return p
+    raise FileNotFoundError(
+        f"no GEOPAK checkpoint at {path}: expected a folder holding {' and '.join(_CHECKPOINT_FILES)} "
+        "(written by `geopak train` / GeopakModel.save_checkpoint)"
+    )
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def bf16_default(device: torch.device) -> bool:
+    """Whether bf16 autocast is used by default on ``device``.
+
+    CUDA: when the GPU supports bf16. CPU: only with native bf16 matrix units (AMX, ``amx_bf16``): there
+    both encoders run ~2.1x faster under bf16 autocast (4.3 -> 9.0 img/s, batch 16, see the architecture
+    brief), while on CPUs that only emulate or partly support bf16 it was measured slower here
+    (``benchmarks/bench_predictor.py`` prints both). ``GEOPAK_BF16=0/1`` overrides.
+    """
+    env = os.environ.get("GEOPAK_BF16")
+    if env is not None and env.strip() != "":
+        return env.strip().lower() not in ("0", "false", "no", "off")
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return "amx_bf16" in _cpu_flags()
+    return False
+
+
+def _default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _encoder_sizes(model: torch.nn.Module) -> list[int]:
+    sizes = []
+    for _, m in model.named_modules():
+        spec = getattr(m, "spec", None)
+        size = getattr(spec, "input_size", None)
+        if isinstance(size, int) and hasattr(spec, "kind"):
+            sizes.append(size)
+    return sizes
+
+
+def _is_batch(x: Any) -> bool:
+    if isinstance(x, (list, tuple)):
+        return True
+    return isinstance(x, np.ndarray) and x.ndim == 4
+
+
+class GeopakPredictor:
+    """Predict where in Pakistan photos were taken, from a GEOPAK checkpoint.
+
+    Example (the seed's usage, unchanged)::
+
+        from geopak import GeopakPredictor
+
+        predictor = GeopakPredictor(checkpoint_path="runs/demo/final")
+        result = predictor.predict("assets/test_image.jpg")
+        print(f"Province: {result['province']}")
+        print(f"Location: {result['lat']}, {result['lon']}")
+        print(f"Confidence: {result['confidence']:.2f}")
+
+    Args:
+        checkpoint_path: a checkpoint folder (``model.safetensors`` + ``config.json``) or a file inside it.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; default: CUDA when available, else CPU.
+        batch_size: images encoded per forward pass.
+        bf16: bf16 autocast for the encoders; ``None`` = :func:`bf16_default` for the device. The heads and
+            the mixture always run in float32.
+        top_provinces, top_cells, mode, use_offsets, confidence_km: the :func:`mixture` settings.
+        image_size: side of the image tensor; default: the larger of the two encoders' input sizes.
+        model: an already-built :class:`~geopak.model.geopak.GeopakModel` instead of ``checkpoint_path``.
+    """
+
+    def __init__(
+        self,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+        bf16: bool | None = None,
+        top_provinces: int = 2,
+        top_cells: int = 5,
+        mode: Literal["mixture", "argmax"] = "mixture",
+        use_offsets: bool = True,
+        confidence_km: float = DEFAULT_CONFIDENCE_KM,
+        image_size: int | None = None,
+        model: torch.nn.Module | None = None,
+    ) -> None:
+        if (checkpoint_path is None) == (model is None):
+            raise ValueError("give exactly one of checkpoint_path or model")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device) if device is not None else _default_device()
+        self.checkpoint_path: Path | None = None
+        if model is None:
+            from geopak.model.geopak import GeopakModel
+
+            self.checkpoint_path = resolve_checkpoint(checkpoint_path)  # type: ignore[arg-type]
+            model = GeopakModel.from_checkpoint(self.checkpoint_path)
+        self.model = model.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.bf16 = bf16_default(self.device) if bf16 is None else bool(bf16)
+        self.top_provinces = top_provinces
+        self.top_cells = top_cells
+        self.mode: Literal["mixture", "argmax"] = mode
+        self.use_offsets = use_offsets
+        self.confidence_km = confidence_km
+        sizes = _encoder_sizes(self.model)
+        self.image_size = int(image_size or (max(sizes) if sizes else 224))
+        logger.info(
+            "GeopakPredictor: %s on %s, bf16=%s, image size %d",
+            self.checkpoint_path or type(model).__name__, self.device, self.bf16, self.image_size,
+        )
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_path: str | os.PathLike[str], **kwargs: Any) -> GeopakPredictor:
+        """Same as ``GeopakPredictor(checkpoint_path, **kwargs)``."""
+        return cls(checkpoint_path=checkpoint_path, **kwargs)
+
+    # ------------------------------------------------------------------ tensors
+    def load_images(self, items: Sequence[Any]) -> torch.Tensor:
+        """Decode images (threads; decoding releases the GIL) into a ``(B, 3, S, S)`` tensor in [0, 1].
+
+        Raises:
+            geopak.data.images.ImageReadError: naming the first input that cannot be read.
+        """
+        from geopak.data.images import open_image, to_tensor
+
+        def one(x: Any) -> torch.Tensor:
+            return to_tensor(open_image(x), self.image_size)
+
+        if len(items) == 0:
+            return torch.empty(0, 3, self.image_size, self.image_size)
+        if len(items) == 1:
+            return one(items[0])[None]
+        with ThreadPoolExecutor(max_workers=min(4, len(items), os.cpu_count() or 1)) as pool:
+            return torch.stack(list(pool.map(one, items)))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features of a batch (bf16 autocast when enabled), as float32."""
+        images = images.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            clip, scene = self.model.encode(images)
+        return clip.float(), scene.float()
+
+    @torch.no_grad()
+    def predict_features(self, clip: torch.Tensor, scene: torch.Tensor) -> Prediction:
+        """Heads + mixture on encoder features (float32)."""
+        out = self.model.forward_features(clip.to(self.device).float(), scene.to(self.device).float())
+        return mixture(
+            self.model, out, self.top_provinces, self.top_cells, self.mode, self.use_offsets, self.confidence_km
+        )
+
+    @torch.no_grad()
+    def predict_tensor(self, images: torch.Tensor) -> Prediction:
+        """The :class:`Prediction` of a ``(B, 3, H, W)`` batch in [0, 1] (split into ``batch_size`` chunks)."""
+        preds = [self.predict_features(*self.encode(images[i : i + self.batch_size]))
+                 for i in range(0, images.shape[0], self.batch_size)]
+        return Prediction.cat(preds) if len(preds) != 1 else preds[0]
+
+    def predict_batches(
+        self, items: Sequence[Any], progress: Callable[[int], None] | None = None
+    ) -> Iterable[tuple[int, Prediction]]:
+        """Yield ``(start, Prediction)`` per batch of ``items`` (anything :func:`open_image` reads).
+
+        ``progress(n)`` is called after each batch with the number of images done in it.
+        """
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            pred = self.predict_features(*self.encode(self.load_images(chunk))).to("cpu")
+            if progress is not None:
+                progress(len(chunk))
+            yield start, pred
+
+    # ------------------------------------------------------------------ records
+    def records(self, pred: Prediction) -> list[dict[str, Any]]:
+        """Plain-Python dicts (JSON-ready) of a :class:`Prediction`, one per image."""
+        pred = pred.to("cpu")
+        cell_prov = torch.as_tensor(self.model.cell_province).cpu().long()
+        out = []
+        lat, lon = pred.lat.double().tolist(), pred.lon.double().tolist()
+        conf, radius = pred.confidence.tolist(), pred.radius_km.tolist()
+        prov, pp = pred.province.tolist(), pred.province_probs.tolist()
+        hlat, hlon, hp, hc = (pred.hyp_lat.tolist(), pred.hyp_lon.tolist(), pred.hyp_prob.tolist(),
+                              pred.hyp_cell.tolist())
+        for i in range(len(pred)):
+            hyps = [
+                {"lat": hlat[i][j], "lon": hlon[i][j], "p": hp[i][j], "cell_id": hc[i][j],
+                 "province": PROVINCE_NAMES[int(cell_prov[hc[i][j]])]}
+                for j in range(len(hc[i]))
+                if hc[i][j] >= 0
+            ]
+            out.append(
+                {
+                    "province": PROVINCE_NAMES[prov[i]],
+                    "lat": lat[i],
+                    "lon": lon[i],
+                    "confidence": conf[i],
+                    "radius_km": radius[i],
+                    "province_probs": dict(zip(PROVINCE_NAMES, pp[i])),
+                    "hypotheses": hyps,
+                }
+            )
+        return out
+
+    def predict(self, x: Any) -> dict[str, Any] | list[dict[str, Any]]:
+        """Predict one image or a list of images.
+
+        Args:
+            x: a path, encoded bytes, a PIL image, a numpy array (``(H, W[, C])``), or a list/tuple of these
+                (a 4-D numpy array is a batch).
+
+        Returns:
+            For one image a dict: ``province`` (canonical name), ``lat``, ``lon``, ``confidence`` (probability
+            within 25 km, see :mod:`geopak.inference`), ``radius_km``, ``province_probs`` (name -> p) and
+            ``hypotheses`` (dicts with ``lat``, ``lon``, ``p``, ``cell_id``, ``province``); for a list, a list
+            of such dicts in order.
+
+        Raises:
+            geopak.data.images.ImageReadError: an input cannot be read (the message names it).
+        """
+        batch = _is_batch(x)
+        items = list(x) if batch else [x]
+        recs: list[dict[str, Any]] = []
+        for _, pred in self.predict_batches(items):
+            recs.extend(self.records(pred))
+        return recs if batch else recs[0]
