@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from geopak.provinces import PROVINCE_NAMES  # noqa: E402
-from geopak.serve.app import CONTENT_SECURITY_POLICY, create_app, provinces_geojson  # noqa: E402
+from geopak.provinces import PROVINCE_NAMES
+from geopak.serve.app import CONTENT_SECURITY_POLICY, create_app, provinces_geojson
 
-from . import CITIES, FakePredictor, box_polygons, image_bytes, red_level_for, tiny_cells  # noqa: E402
+from . import CITIES, FakePredictor, box_polygons, image_bytes, red_level_for, tiny_cells
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,7 +52,7 @@ from geopak import __version__
 from geopak.data.images import ImageReadError, open_image
 from geopak.provinces import PROVINCE_NAMES, PROVINCES, normalize_province
 
-__all__ = ["create_app", "provinces_geojson", "cells_json", "STATIC_DIR", "DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_FILES"]
+__all__ = ["DEFAULT_MAX_FILES", "DEFAULT_MAX_FILE_BYTES", "STATIC_DIR", "cells_json", "create_app", "provinces_geojson"]
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 
 (function () {
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const BBOX = { latMin: 23.0, latMax: 37.5, lonMin: 60.5, lonMax: 77.5 };
+  const BBOX = { latMin: 23.0, latMax: 37.5, lonMin: 60.5, lonMax: 78.0 }; // Pakistan, GB reaches 77.8E
   const STANDARD_PARALLEL = ((BBOX.latMin + BBOX.latMax) / 2) * (Math.PI / 180);
   const K = Math.cos(STANDARD_PARALLEL); // x scale of the equirectangular projection
   const SCALE = 40; // SVG units per degree of latitude
@@ -208,8 +208,11 @@
   function highlightProvince() {
     const current = state.results[state.selected];
     const name = current ? current.prediction.province : null;
-    for (const path of $("layer-provinces").querySelectorAll("path")) {
-      path.classList.toggle("predicted", path.getAttribute("data-province") === name);
+    const layer = $("layer-provinces");
+    for (const path of layer.querySelectorAll("path")) {
+      const hit = path.getAttribute("data-province") === name;
+      path.classList.toggle("predicted", hit);
+      if (hit) layer.appendChild(path); // on top, so its outline is not hidden by neighbours
     }
   }
 
