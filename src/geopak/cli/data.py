@@ -1,9 +1,125 @@
-"""`geopak data` commands."""
+"""`geopak data` commands: validate manifests, ingest geotagged folders, split, fetch province boundaries."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
 import typer
+
+logger = logging.getLogger(__name__)
+
+data_app = typer.Typer(
+    help="Datasets: validate manifests, read EXIF GPS from folders, split, fetch province boundaries.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def _print_counts(title: str, counts: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True)
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    for k, v in counts.items():
+        table.add_row(str(k), str(v))
+    Console().print(table)
+
+
+@data_app.command("validate")
+def validate(
+    manifest: Path = typer.Argument(..., help="Manifest (.parquet/.csv/.jsonl, or an HF imagefolder metadata file/folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for manifest.parquet, rejects.csv, summary.json."),
+    boundaries: Path | None = typer.Option(
+        None, help="Province boundaries (GeoJSON/shapefile/zip). Default: the cache, else the offline fallback."),
+    download_boundaries: bool = typer.Option(
+        False, "--download-boundaries", help="Download geoBoundaries' polygons if none are given or cached."),
+    min_size: int = typer.Option(64, help="Reject images whose shorter side is below this many pixels."),
+    full_decode: bool = typer.Option(False, "--full-decode", help="Decode every image fully (slower)."),
+    no_images: bool = typer.Option(False, "--no-images", help="Skip the image-file checks (metadata only)."),
+    workers: int = typer.Option(8, help="Threads for the image checks."),
+    province_tolerance_km: float = typer.Option(
+        2.0, help="With polygons: how far outside its given province a point may lie before it is a mismatch."),
+) -> None:
+    """Check every row; write the accepted manifest, a rejects file with a reason per row, and a summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from geopak.boundaries import BoundaryError
+    from geopak.data.manifest import ManifestError
+    from geopak.data.validate import validate_file
+
+    with Progress(TextColumn("images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("images", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            summary = validate_file(
+                manifest, out, boundaries=boundaries, allow_download=download_boundaries, min_size=min_size,
+                full_decode=full_decode, check_images=not no_images, workers=workers,
+                province_tolerance_km=province_tolerance_km, progress=progress,
+            )
+        except (ManifestError, BoundaryError) as e:
+            _fail(str(e))
+            return
+    _print_counts("rejected by reason", summary["by_reason"] or {"(none)": 0})
+    typer.echo(
+        f"{summary['input']} rows: {summary['accepted']} accepted + {summary['rejected']} rejected "
+        f"({'all rows accounted for' if summary['accounted'] else 'ROWS MISSING'}); "
+        f"{summary['provinces_filled']} provinces filled; lookup: {summary['lookup']['method']}"
+    )
+    for note in summary["notes"]:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW)
+    typer.echo(f"wrote {out / 'manifest.parquet'}, {out / 'rejects.csv'}, {out / 'summary.json'}")
+
+
+@data_app.command("fetch-boundaries")
+def fetch_boundaries(
+    api_url: str | None = typer.Option(
+        None, help="geoBoundaries API URL (default: $GEOPAK_BOUNDARIES_API or the public gbOpen PAK ADM1 URL)."),
+    force: bool = typer.Option(False, "--force", help="Download again even when a verified copy is cached."),
+) -> None:
+    """Download Pakistan's province polygons (geoBoundaries ADM1, public domain) into the cache."""
+    from geopak.boundaries import BoundaryError, cached_boundaries_path, download_boundaries, sha256_file
+
+    try:
+        cached = None if force else cached_boundaries_path()
+        path = cached or download_boundaries(api_url=api_url)
+    except BoundaryError as e:
+        _fail(str(e))
+        return
+    typer.echo(f"{'cached' if cached else 'downloaded'}: {path} (sha256 {sha256_file(path)})")
+
+
+@data_app.command("lookup")
+def lookup(
+    lat: float = typer.Argument(..., help="Latitude (degrees)."),
+    lon: float = typer.Argument(..., help="Longitude (degrees)."),
+    boundaries: Path | None = typer.Option(None, help="Province boundaries file (default: cache, else fallback)."),
+    method: str = typer.Option("auto", help="auto, polygons or geonames."),
+) -> None:
+    """Print the province of one coordinate and which method answered."""
+    from geopak.boundaries import BoundaryError, lookup_provinces
+
+    try:
+        res = lookup_provinces([lat], [lon], boundaries, method=method)
+    except (BoundaryError, ValueError) as e:
+        _fail(str(e))
+        return
+    typer.echo(json.dumps({"lat": lat, "lon": lon, "province": res.province[0], "method": res.method,
+                           "source": res.source}))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add the ``data`` group to the root app."""
+    app.add_typer(data_app, name="data")

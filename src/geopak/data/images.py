@@ -17,7 +17,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Union
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 100_000_000
 """Images with more pixels than this are refused (decompression-bomb guard); 100 MP covers real cameras."""
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray
 """Anything :func:`open_image` accepts."""
 
 _BACKGROUND = (255, 255, 255)
