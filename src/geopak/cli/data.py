@@ -83,6 +83,38 @@ def validate(
     typer.echo(f"wrote {out / 'manifest.parquet'}, {out / 'rejects.csv'}, {out / 'summary.json'}")
 
 
+@data_app.command("ingest-folder")
+def ingest_folder(
+    folder: Path = typer.Argument(..., help="Folder of photos with GPS in their EXIF."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output manifest (.parquet)."),
+    source: str = typer.Option("folder", help="Value of the manifest's source column."),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Include sub-folders."),
+    workers: int = typer.Option(8, help="Threads reading EXIF headers."),
+) -> None:
+    """Read GPS, time and owner from each image's EXIF; images without a usable position go to a rejects CSV."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from geopak.data.ingest import ingest_folder as ingest, rejects_path_for
+    from geopak.data.manifest import write_manifest
+
+    if not folder.is_dir():
+        _fail(f"{folder} is not a folder")
+    with Progress(TextColumn("EXIF"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+        task = bar.add_task("exif", total=None)
+        manifest, rejects = ingest(folder, recursive=recursive, source=source, workers=workers,
+                                   progress=lambda d, t: bar.update(task, completed=d, total=t))
+    if manifest.empty and rejects.empty:
+        _fail(f"no image files under {folder}")
+    write_manifest(manifest, out)
+    rej_path = rejects_path_for(out)
+    rejects.to_csv(rej_path, index=False)
+    if not rejects.empty:
+        _print_counts("images without a usable position", rejects["reason"].value_counts().to_dict())
+    typer.echo(f"{len(manifest) + len(rejects)} images: {len(manifest)} with GPS -> {out}; "
+               f"{len(rejects)} without -> {rej_path}")
+    typer.echo(f"next: geopak data validate {out} --out DIR  (checks the images and fills provinces)")
+
+
 @data_app.command("fetch-boundaries")
 def fetch_boundaries(
     api_url: str | None = typer.Option(
