@@ -390,8 +390,10 @@ def validate_points(df: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
         bad = ~np.isfinite(v) | (np.abs(v) > bound)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
+            raw = df[col].iloc[row]
+            shown = repr(raw) if isinstance(raw, str) else str(raw)
             raise CellBuildError(
-                f"{source}: row {row} (id {out['id'].iloc[row]!r}) has {col}={df[col].iloc[row]!r}; "
+                f"{source}: row {row} (id {out['id'].iloc[row]!r}) has {col}={shown}; "
                 f"need a finite number in [-{bound:g}, {bound:g}] (degrees); fix or drop the row"
             )
         out[col] = v

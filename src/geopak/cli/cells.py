@@ -27,7 +27,7 @@ def _read_any(path: Path) -> Any:
         return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
     if suffix in (".jsonl", ".ndjson"):
         return pd.read_json(path, lines=True, dtype=False)
-    raise typer.BadParameter(f"{path}: unknown format {suffix!r}; use .parquet, .csv, .tsv or .jsonl")
+    raise ValueError(f"{path}: unknown format {suffix!r}; use .parquet, .csv, .tsv or .jsonl")
 
 
 def read_points(path: Path) -> Any:
@@ -35,7 +35,7 @@ def read_points(path: Path) -> Any:
     full manifest (it has a ``path`` column), else read as a plain table (``id``, ``lat``, ``lon``,
     ``province`` suffice)."""
     if not path.exists():
-        raise typer.BadParameter(f"manifest {path} does not exist")
+        raise FileNotFoundError(f"manifest {path} does not exist")
     raw = _read_any(path) if path.is_file() else None
     if raw is not None and "path" not in raw.columns:
         return raw
@@ -43,7 +43,7 @@ def read_points(path: Path) -> Any:
         from geopak.data.manifest import read_manifest
     except ImportError:  # the manifest module is optional for this command
         if raw is None:
-            raise typer.BadParameter(f"{path} is a folder; give a manifest file") from None
+            raise ValueError(f"{path} is a folder; give a manifest file") from None
         return raw
     return read_manifest(path, resolve_paths=False)
 
@@ -112,7 +112,7 @@ def build(
     try:
         df = read_points(manifest)
         points = validate_points(df, source=str(manifest))
-    except (CellBuildError, ValueError) as err:
+    except (CellBuildError, ValueError, OSError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     t0 = time.perf_counter()
@@ -164,7 +164,7 @@ def assign(
     try:
         table = CellTable.load(cells)
         pts = validate_points(read_points(points), source=str(points))
-    except (CellBuildError, ValueError, FileNotFoundError) as err:
+    except (CellBuildError, ValueError, OSError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     cell_id = table.assign(pts["lat"].to_numpy(), pts["lon"].to_numpy(), pts["province"].to_numpy())
