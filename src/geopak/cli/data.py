@@ -94,7 +94,8 @@ def ingest_folder(
     """Read GPS, time and owner from each image's EXIF; images without a usable position go to a rejects CSV."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from geopak.data.ingest import ingest_folder as ingest, rejects_path_for
+    from geopak.data.ingest import ingest_folder as ingest
+    from geopak.data.ingest import rejects_path_for
     from geopak.data.manifest import write_manifest
 
     if not folder.is_dir():
@@ -113,6 +114,50 @@ def ingest_folder(
     typer.echo(f"{len(manifest) + len(rejects)} images: {len(manifest)} with GPS -> {out}; "
                f"{len(rejects)} without -> {rej_path}")
     typer.echo(f"next: geopak data validate {out} --out DIR  (checks the images and fills provinces)")
+
+
+@data_app.command("split")
+def split(
+    manifest: Path = typer.Argument(..., help="Manifest to split (usually the validated manifest.parquet)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output manifest with a split column (.parquet)."),
+    method: str = typer.Option("random", help="random (stratified by province) or grouped (blocks/owner/duplicates)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    val: float = typer.Option(0.1, help="Fraction for validation (0 for none)."),
+    test: float = typer.Option(0.1, help="Fraction for test. The seed dataset's 90/10 is --val 0 --test 0.1."),
+    block_km: float = typer.Option(5.0, help="grouped: side of the spatial blocks in km (0: no spatial grouping)."),
+    by_owner: bool = typer.Option(False, "--by-owner", help="grouped: keep each owner's photos on one side."),
+    hash_images: bool = typer.Option(
+        False, "--hash-images", help="grouped: hash image files to find exact duplicates when there is no sha256 column."),
+) -> None:
+    """Add a train/val/test split column, seeded and stratified by province."""
+    from geopak.data.manifest import ManifestError, read_manifest, write_manifest
+    from geopak.data.splits import SplitError, split_groups, split_manifest, split_report
+
+    try:
+        df = read_manifest(manifest)
+        groups = split_groups(df, block_km or None, by_owner, hash_images) if method == "grouped" else None
+        result = split_manifest(df, method=method, val=val, test=test, seed=seed, block_km=block_km or None,
+                                by_owner=by_owner, hash_images=hash_images)
+    except (ManifestError, SplitError) as e:
+        _fail(str(e))
+        return
+    write_manifest(result, out)
+    report = split_report(result, groups)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{method} split (seed {seed})")
+    table.add_column("province")
+    for name in ("train", "val", "test"):
+        table.add_column(name, justify="right")
+    for prov, c in report["by_province"].items():
+        table.add_row(prov, *(str(c[k]) for k in ("train", "val", "test")))
+    table.add_row("all", *(f"{report['counts'][k]} ({report['fractions'][k]:.1%})" for k in ("train", "val", "test")))
+    Console().print(table)
+    if groups is not None:
+        typer.echo(f"{report['groups']} groups (largest {report['largest_group']} rows), "
+                   f"{report['groups_straddling']} straddling splits")
+    typer.echo(f"wrote {out}")
 
 
 @data_app.command("fetch-boundaries")
