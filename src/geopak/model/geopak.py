@@ -469,9 +469,19 @@ class GeopakModel(nn.Module):
         d = Path(path)
         meta = cls.read_checkpoint_config(d)
         stored_hash = meta["cell_table_hash"]
-        table = CellTable.from_dict(meta["cells"])
+        try:
+            table = CellTable.from_dict(meta["cells"])
+        except ValueError as e:
+            raise CheckpointError(f"{d / CONFIG_FILE}: invalid cell table: {e}") from e
         if table.content_hash != stored_hash:
             raise CheckpointError(f"{d / CONFIG_FILE}: the stored cell table does not match its recorded hash")
+        if (d / "cells.parquet").is_file():  # full float64 precision (the JSON copy keeps 10 digits)
+            exact = CellTable.load(d / "cells.parquet")
+            if exact.content_hash == stored_hash:
+                table = exact
+            else:
+                logger.warning("%s does not match the checkpoint's cell table; using the copy in %s",
+                               d / "cells.parquet", CONFIG_FILE)
         if cells is not None and cells.content_hash != stored_hash:
             raise CheckpointError(
                 f"cell table mismatch: checkpoint {d} was trained with cell table {stored_hash[:12]} "
@@ -490,7 +500,10 @@ class GeopakModel(nn.Module):
             scene_encoder=create_encoder(specs["scene"]),
         )
         state = load_file(str(d / WEIGHTS_FILE), device=str(map_location))
-        result = model.load_state_dict(state, strict=False)
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatches
+            raise CheckpointError(f"{d / WEIGHTS_FILE} does not fit the model described by {CONFIG_FILE}: {e}") from e
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(
                 f"{d / WEIGHTS_FILE} does not fit the model described by {CONFIG_FILE}: "
@@ -522,12 +535,13 @@ def synthetic_cell_table(
         if n_cells < 1:
             raise ValueError(f"n_cells must be >= 1, got {n_cells}")
         w = np.asarray(REFERENCE_CELL_COUNTS, float)
-        floor = 1 if n_cells >= NUM_PROVINCES else 0
-        alloc = np.full(NUM_PROVINCES, floor)
-        share = w / w.sum() * (n_cells - alloc.sum())
-        alloc += np.floor(share).astype(int)
+        share = w / w.sum() * n_cells
+        alloc = np.floor(share).astype(int)
         rest = n_cells - int(alloc.sum())
-        alloc[np.argsort(-(share - np.floor(share)), kind="stable")[:rest]] += 1
+        alloc[np.argsort(-(share - alloc), kind="stable")[:rest]] += 1
+        while n_cells >= NUM_PROVINCES and (alloc == 0).any():  # every province gets a cell
+            alloc[int(np.argmax(alloc))] -= 1
+            alloc[int(np.argmin(alloc))] += 1
         counts = alloc.tolist()
     counts = [int(c) for c in counts]
     if len(counts) != NUM_PROVINCES or min(counts) < 0 or sum(counts) < 1:

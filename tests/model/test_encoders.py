@@ -1,0 +1,165 @@
+"""Encoder registry and factory: real-size specs build offline, small ones run, preprocessing, freezing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from geopak.model.encoders import (
+    CLIP_MEAN,
+    ENCODERS,
+    IMAGENET_STD,
+    Encoder,
+    EncoderSpec,
+    UnknownEncoderError,
+    create_encoder,
+    encoder_spec,
+    list_encoders,
+    register_encoder,
+)
+from geopak.model.weights import WeightsError
+
+SMALL = ["test_vit", "test_resnet", "clip_vit_tiny", "resnet_small"]
+
+
+def test_registry_names_and_kinds() -> None:
+    for name in ["clip_vit_b16", "resnet50_places365", *SMALL]:
+        assert name in ENCODERS
+        assert encoder_spec(name).name == name
+    assert set(list_encoders("clip")) >= {"clip_vit_b16", "clip_vit_tiny", "test_vit"}
+    assert set(list_encoders("scene")) >= {"resnet50_places365", "resnet_small", "test_resnet"}
+    assert not set(list_encoders("clip")) & set(list_encoders("scene"))
+
+
+def test_unknown_encoder_lists_known_names() -> None:
+    with pytest.raises(UnknownEncoderError, match="clip_vit_b16"):
+        create_encoder("vit_huge_nonexistent")
+
+
+def test_duplicate_registration_rejected() -> None:
+    def test_vit() -> EncoderSpec:  # same name as a registered one
+        return encoder_spec("test_resnet")
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_encoder(test_vit)
+
+
+def test_real_specs_preprocessing() -> None:
+    clip, scene = encoder_spec("clip_vit_b16"), encoder_spec("resnet50_places365")
+    assert (clip.kind, clip.feature_dim, clip.input_size, clip.mean) == ("clip", 768, 224, CLIP_MEAN)
+    assert (scene.kind, scene.feature_dim, scene.input_size, scene.std) == ("scene", 2048, 224, IMAGENET_STD)
+    assert scene.weights is not None and scene.weights.converter == "places365"
+    assert scene.weights.url == "http://places2.csail.mit.edu/models_places365/resnet50_places365.pth.tar"
+
+
+def test_spec_dict_round_trip() -> None:
+    for name in ["clip_vit_b16", "resnet50_places365", "test_resnet"]:
+        spec = encoder_spec(name)
+        assert EncoderSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_small_encoders_forward(name: str) -> None:
+    enc = create_encoder(name).eval()
+    s = enc.spec.input_size
+    with torch.inference_mode():
+        out = enc(torch.rand(3, 3, s, s))
+        resized = enc(torch.rand(2, 3, s + 13, s + 5))  # any size is resized to the encoder's own
+    assert out.shape == (3, enc.spec.feature_dim) and torch.isfinite(out).all()
+    assert resized.shape == (2, enc.spec.feature_dim)
+
+
+def test_preprocess_normalises_with_own_statistics() -> None:
+    enc = create_encoder("test_vit")
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    x = enc.preprocess(mean.expand(2, 3, 32, 32).clone())
+    assert torch.allclose(x, torch.zeros_like(x), atol=1e-6)
+    big = enc.preprocess(torch.rand(1, 3, 64, 48))
+    assert big.shape == (1, 3, 32, 32)
+
+
+def test_bad_inputs_are_clear_errors() -> None:
+    enc = create_encoder("test_resnet")
+    with pytest.raises(TypeError, match="divide uint8"):
+        enc(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        enc(torch.rand(3, 32, 32))
+
+
+def test_channels_last_same_output() -> None:
+    torch.manual_seed(0)
+    enc = create_encoder("test_resnet").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        a = enc(x)
+        b = enc.set_channels_last(True)(x)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_spec_feature_dim_is_checked() -> None:
+    bad = dataclasses.replace(encoder_spec("test_resnet"), feature_dim=99)
+    with pytest.raises(ValueError, match="99"):
+        Encoder(bad)
+
+
+def test_vit_partial_unfreeze() -> None:
+    enc = create_encoder("clip_vit_tiny")  # 6 blocks
+    n = enc.set_trainable(0.3)  # ceil(1.8) = 2 blocks: 4, 5 + final norm
+    names = {k for k, p in enc.backbone.named_parameters() if p.requires_grad}
+    assert names and all(k.startswith(("blocks.4.", "blocks.5.", "norm.")) for k in names)
+    assert {k.split(".")[0] + "." + k.split(".")[1] for k in names if k.startswith("blocks")} == {"blocks.4", "blocks.5"}
+    assert "norm.weight" in names
+    assert n == sum(p.numel() for k, p in enc.backbone.named_parameters() if k in names)
+    assert enc.set_trainable(0.0) == 0
+    assert enc.set_trainable(1.0) == sum(p.numel() for p in enc.parameters())
+    with pytest.raises(ValueError):
+        enc.set_trainable(1.5)
+
+
+def test_resnet_partial_unfreeze_keeps_frozen_batchnorm_in_eval() -> None:
+    enc = create_encoder("test_resnet")
+    enc.set_trainable(0.2)  # layer4 only
+    names = {k for k, p in enc.backbone.named_parameters() if p.requires_grad}
+    assert names and all(k.startswith("layer4.") for k in names)
+    enc.train()
+    assert not enc.backbone.bn1.training and not enc.backbone.layer1[0].bn1.training
+    assert enc.backbone.layer4[0].bn1.training
+    before = enc.backbone.layer1[0].bn1.running_mean.clone()
+    enc(torch.rand(4, 3, 32, 32))
+    assert torch.equal(before, enc.backbone.layer1[0].bn1.running_mean)
+
+
+def test_create_with_explicit_weight_file(tmp_path) -> None:
+    torch.manual_seed(1)
+    src = create_encoder("test_resnet").eval()
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in src.backbone.state_dict().items()}, str(path))
+    dst = create_encoder("test_resnet", weights=path).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(src(x), dst(x))
+    with pytest.raises(WeightsError, match="do not fit"):
+        create_encoder("test_vit", weights=path)
+    with pytest.raises(WeightsError, match="not found"):
+        create_encoder("test_resnet", weights=tmp_path / "missing.safetensors")
+
+
+def test_vit_weights_with_classifier_head_load(tmp_path) -> None:
+    """A timm checkpoint with its classifier/projection head loads: the head is dropped (pre-logits features)."""
+    src = create_encoder("test_vit")
+    sd = {k: v.contiguous() for k, v in src.backbone.state_dict().items()}
+    sd["head.weight"] = torch.zeros(10, 32)
+    sd["head.bias"] = torch.zeros(10)
+    path = tmp_path / "vit.safetensors"
+    save_file(sd, str(path))
+    dst = create_encoder("test_vit", weights=path)
+    for k, v in dst.backbone.state_dict().items():
+        assert torch.equal(v, sd[k])
+
+
+def test_random_init_when_no_weights_requested() -> None:
+    with pytest.raises(WeightsError, match="trained from scratch"):
+        create_encoder("test_vit", weights="pretrained")
