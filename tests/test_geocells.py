@@ -281,6 +281,17 @@ def test_spots_are_never_split():
     spot_cells = asg["cell_id"].to_numpy()[:70]
     assert len(set(spot_cells)) == 1
     assert check_cells(table, asg, df).ok
+    # HDBSCAN alone may cut a stack of identical points in two; the builder keeps each spot whole
+    n = 500
+    lat = np.r_[np.full(n, 24.9), 24.9 + rng.normal(0, 0.05, 300)]
+    lon = np.r_[np.full(n, 67.0), 67.0 + rng.normal(0, 0.05, 300)]
+    df = pd.DataFrame({"id": np.arange(n + 300).astype(str), "lat": lat, "lon": lon, "province": "Sindh"})
+    table, asg = build_cells(df, CellConfig())
+    assert len(set(asg["cell_id"].to_numpy()[:n])) == 1
+    assert not table.cells.duplicated(["center_lat", "center_lon"]).any()
+    assert check_cells(table, asg, df).ok
+    table, asg = build_cells(df.iloc[:n], CellConfig())
+    assert table.n_cells == 1 and table.cells["radius_km"].iloc[0] == 0.0
 
 
 def test_bad_input_names_the_row():

@@ -563,6 +563,7 @@ class _ProvinceBuilder:
             cluster_selection_method=self.cfg.cluster_selection_method,
             core_dist_n_jobs=self.cfg.n_jobs,
         ).fit_predict(self.xy)
+        labels = self._unify_spots(labels)
         n_clusters = int(labels.max()) + 1
         noise = np.flatnonzero(labels < 0)
         self.stats.update(clusters=n_clusters, noise=len(noise))
@@ -593,6 +594,28 @@ class _ProvinceBuilder:
                 k = keys[j]
                 cell = self.cells.pop(k)
                 self.cells[k] = self.summarise(np.sort(np.concatenate([cell.idx, noise[nearest == j]])))
+
+    def _unify_spots(self, labels: np.ndarray) -> np.ndarray:
+        """Give all points at one exact coordinate the same label (HDBSCAN may split a stack of identical
+        points): the most common cluster label among them (noise only when none is clustered); labels are
+        then renumbered 0..k-1 in order of first appearance."""
+        _, spot = np.unique(self.xy, axis=0, return_inverse=True)
+        spot = spot.reshape(-1)
+        lab = labels.astype(np.int64).copy()
+        clustered = lab >= 0
+        if clustered.any():
+            pairs = pd.DataFrame({"spot": spot[clustered], "label": lab[clustered]})
+            size = pairs.groupby(["spot", "label"]).size().reset_index(name="n")
+            best = size.sort_values(["spot", "n", "label"], ascending=[True, False, True]).drop_duplicates("spot")
+            winner = np.full(int(spot.max()) + 1, -1, dtype=np.int64)
+            winner[best["spot"].to_numpy()] = best["label"].to_numpy()
+            lab = winner[spot]
+        _, first = np.unique(lab, return_index=True)
+        kept = lab[np.sort(first)]
+        kept = kept[kept >= 0]
+        remap = np.full(int(max(lab.max(), 0)) + 2, -1, dtype=np.int64)
+        remap[kept] = np.arange(len(kept))
+        return np.where(lab >= 0, remap[np.maximum(lab, 0)], -1)
 
     def _nearest(self, key: int, count: int) -> list[int]:
         keys = np.array([k for k in self.cells if k != key])
