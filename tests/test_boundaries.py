@@ -243,7 +243,7 @@ def local_server() -> Iterator[tuple[str, dict[str, bytes]]]:
     routes: dict[str, bytes] = {}
     handler = type("H", (_Handler,), {"routes": routes})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", routes

@@ -17,9 +17,10 @@ the fallback when a foreign settlement is much nearer than any Pakistani one, wh
 settlement lies within :data:`FALLBACK_MAX_KM`, or when it lies beyond a buffered concave hull of
 Pakistan's settlements (the sea). The result always says which method answered.
 
-Both paths are vectorised: 100k points take well under a second with polygons (``shapely.contains_xy``
-on prepared geometries) and about a second with the fallback (STRtree nearest neighbours in an
-azimuthal-equidistant projection); see ``benchmarks/bench_boundaries.py``.
+Both paths are vectorised: 100k points take about 0.5 s with polygons (``shapely.contains_xy`` on
+prepared geometries) and about 0.6 s with the fallback (STRtree nearest neighbours in an azimuthal-
+equidistant projection), plus a one-off load of the GeoNames table (1.5-6 s, once per process); see
+``benchmarks/bench_boundaries.py``.
 """
 
 from __future__ import annotations
@@ -792,7 +793,7 @@ def lookup_provinces(
                 f"once to cache geoBoundaries' file in {boundaries_cache_dir()}"
             )
         logger.info(
-            "no province polygons given or cached; using the offline GeoNames fallback (about 95%% agreement; "
+            "no province polygons given or cached; using the offline GeoNames fallback (about 95% agreement; "
             "run `geopak data fetch-boundaries` or pass a boundaries file for exact borders)"
         )
     s = _settlements()

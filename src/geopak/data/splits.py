@@ -267,9 +267,10 @@ def split_manifest(
         smallest_target = min((f * len(df) for f in (val, test) if f > 0), default=float(len(df)))
         if largest > 0.5 * smallest_target:
             logger.warning(
-                "one group ties %d of %d rows together (blocks%s chained into it), more than half the smallest "
-                "split's target; proportions will be off: use smaller --block-km%s",
-                largest, len(df), " and owners" if by_owner else "", " or drop --by-owner" if by_owner else "",
+                "one group ties %d of %d rows together (%s), more than half the smallest split's target; "
+                "proportions will be off: use a smaller --block-km%s",
+                largest, len(df), "blocks, owners and duplicates chained" if by_owner else "a block and duplicates",
+                " or drop --by-owner" if by_owner else "",
             )
     else:
         raise SplitError(f"unknown split method {method!r}; use 'random' or 'grouped'")
