@@ -12,9 +12,9 @@ from geopak.provinces import (
 CASES = {
     "Sindh": ["sindh", "SINDH", " Sind ", "PK-SD", "Sindh Province"],
     "Punjab": ["Punjab", "punjab, pakistan", "PK-PB"],
-    "Khyber Pakhtunkhwa": ["KPK", "KP", "NWFP", "Khyber Pakhtunkhwa", "khyber-pakhtunkhwa", "FATA",
+    "Khyber Pakhtunkhwa": ["KPK", "KP", "NWFP", "N.W.F.P.", "F.A.T.A.", "Khyber Pakhtunkhwa", "khyber-pakhtunkhwa", "FATA",
                            "Federally Administered Tribal Areas", "PK-KP"],
-    "Islamabad Capital Territory": ["ICT", "Islamabad", "Islamabad Capital Territory", "islamabad_capital_territory"],
+    "Islamabad Capital Territory": ["ICT", "F.C.T.", "Islamabad", "Islamabad Capital Territory", "islamabad_capital_territory"],
     "Gilgit-Baltistan": ["GB", "Gilgit-Baltistan", "gilgit baltistan", "Northern Areas"],
     "Balochistan": ["Balochistan", "Baluchistan", "BALOCHISTAN"],
     "Azad Kashmir": ["AJK", "Azad Kashmir", "Azad Jammu and Kashmir", "Azad Jammu & Kashmir", "azad-kashmir"],

@@ -66,7 +66,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "fata", "federally administered tribal areas", "tribal areas",
     ),
     "Islamabad Capital Territory": (
-        "islamabad capital territory", "islamabad", "ict", "pk is", "federal capital territory",
+        "islamabad capital territory", "islamabad", "ict", "pk is", "federal capital territory", "fct",
         "islamabad federal capital territory",
     ),
     "Gilgit-Baltistan": (
@@ -86,7 +86,7 @@ class UnknownProvinceError(ValueError):
 
 
 def _key(text: str) -> str:
-    s = text.strip().lower().replace("&", " and ")
+    s = text.strip().lower().replace("&", " and ").replace(".", "")
     s = re.sub(r"[\s\-_.,/'()]+", " ", s).strip()
     s = re.sub(r"\b(province|pakistan|region|territory of)\b", " ", s)
     return re.sub(r"\s+", " ", s).strip()
