@@ -704,9 +704,8 @@ def build_cells(
         builder = _ProvinceBuilder(lat_all[sel], lon_all[sel], p, cfg)
         cells = builder.build()
         lat, lon = lat_all[sel], lon_all[sel]
-        cells.sort(
-            key=lambda c: (-lat[c.center], lon[c.center], c.center)
-        )  # north to south, then west to east
+        # local order: centres north to south, then west to east
+        cells.sort(key=lambda c: (-lat[c.center], lon[c.center], c.center))  # noqa: B023
         first = len(rows)
         for j, c in enumerate(cells):
             cell_of[sel[c.idx]] = first + j
