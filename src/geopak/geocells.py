@@ -705,7 +705,7 @@ def build_cells(
         cells = builder.build()
         lat, lon = lat_all[sel], lon_all[sel]
         # local order: centres north to south, then west to east
-        cells.sort(key=lambda c: (-lat[c.center], lon[c.center], c.center))  # noqa: B023
+        cells.sort(key=lambda c: (-lat[c.center], lon[c.center], c.center))
         first = len(rows)
         for j, c in enumerate(cells):
             cell_of[sel[c.idx]] = first + j
