@@ -110,7 +110,10 @@ def test_vit_partial_unfreeze() -> None:
     n = enc.set_trainable(0.3)  # ceil(1.8) = 2 blocks: 4, 5 + final norm
     names = {k for k, p in enc.backbone.named_parameters() if p.requires_grad}
     assert names and all(k.startswith(("blocks.4.", "blocks.5.", "norm.")) for k in names)
-    assert {k.split(".")[0] + "." + k.split(".")[1] for k in names if k.startswith("blocks")} == {"blocks.4", "blocks.5"}
+    assert {k.split(".")[0] + "." + k.split(".")[1] for k in names if k.startswith("blocks")} == {
+        "blocks.4",
+        "blocks.5",
+    }
     assert "norm.weight" in names
     assert n == sum(p.numel() for k, p in enc.backbone.named_parameters() if k in names)
     assert enc.set_trainable(0.0) == 0

@@ -59,7 +59,9 @@ def test_real_size_architecture(real: GeopakModel) -> None:
     assert c["cell_heads"] == sum(_lin(d, 512) + 2 * 512 + _lin(512, k) for k in n)
     h = 256
     block = 2 * h + 2 * _lin(h, h)
-    assert c["offset_head"] == _lin(d, h) + _lin(96, h, False) + _lin(32, h, False) + 2 * block + 2 * h + _lin(h, 2)
+    assert c["offset_head"] == _lin(d, h) + _lin(96, h, False) + _lin(
+        32, h, False
+    ) + 2 * block + 2 * h + _lin(h, 2)
     assert c["aux_head"] == _lin(d, 256) + _lin(256, 2)
     assert c["embeddings"] == 7 * 32 + 699 * 96
     assert c["heads"] == c["province_head"] + c["cell_heads"] + c["offset_head"] + c["aux_head"]
@@ -80,8 +82,11 @@ def test_real_size_forward(real: GeopakModel) -> None:
 
 def test_real_size_phase2_unfreezing(real: GeopakModel) -> None:
     real.unfreeze_top(0.3, 0.2)
-    clip = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("blocks") else "")
-            for k, p in real.clip.backbone.named_parameters() if p.requires_grad}
+    clip = {
+        k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("blocks") else "")
+        for k, p in real.clip.backbone.named_parameters()
+        if p.requires_grad
+    }
     assert clip == {"blocks.8", "blocks.9", "blocks.10", "blocks.11", "norm"}
     scene = {k.split(".")[0] for k, p in real.scene.backbone.named_parameters() if p.requires_grad}
     assert scene == {"layer4"}
@@ -272,7 +277,9 @@ def test_config_validation() -> None:
 def test_checkpoint_round_trip_bit_exact(model: GeopakModel, cells: CellTable, tmp_path: Path) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)  # move away from the initialisation
     out = model(_images())
-    (out.province_logits.sum() + model.offsets(out.fused, torch.zeros(4, 1, dtype=torch.long)).sum()).backward()
+    (
+        out.province_logits.sum() + model.offsets(out.fused, torch.zeros(4, 1, dtype=torch.long)).sum()
+    ).backward()
     opt.step()
     model.offset_head.out.bias.data += 0.5
     d = model.save_checkpoint(tmp_path / "ckpt", phase=2, extra={"val_median_km": 12.5})
@@ -339,7 +346,9 @@ def test_describe_cli() -> None:
 
     from geopak.cli import app
 
-    res = CliRunner().invoke(app, ["model", "describe", "--clip", "test_vit", "--scene", "test_resnet", "--cells", "30"])
+    res = CliRunner().invoke(
+        app, ["model", "describe", "--clip", "test_vit", "--scene", "test_resnet", "--cells", "30"]
+    )
     assert res.exit_code == 0, res.output
     d = json.loads(res.output.strip().splitlines()[-1])
     assert d["total"] == sum(d[k] for k in ("clip", "scene", "fusion", "heads", "embeddings"))

@@ -51,7 +51,7 @@ class _Server:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         self.server_ref.requests += 1  # type: ignore[attr-defined]
         super().do_GET()
 
@@ -119,7 +119,9 @@ def test_places365_converter_strips_prefix_and_classifier(places365_file) -> Non
     assert set(raw) == {"epoch", "arch", "state_dict", "best_prec1"}
     conv = convert_places365(raw)
     assert not any(k.startswith(("module.", "fc.")) for k in conv)
-    assert set(conv) == {k for k in tv_sd if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    assert set(conv) == {
+        k for k in tv_sd if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }
     assert convert_places365(conv).keys() == conv.keys()  # idempotent
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -60,8 +59,12 @@ def encoders() -> None:
         typer.echo(
             json.dumps(
                 {
-                    "name": s.name, "kind": s.kind, "arch": s.arch, "feature_dim": s.feature_dim,
-                    "input_size": s.input_size, "weights": s.weights.url if s.weights else None,
+                    "name": s.name,
+                    "kind": s.kind,
+                    "arch": s.arch,
+                    "feature_dim": s.feature_dim,
+                    "input_size": s.input_size,
+                    "weights": s.weights.url if s.weights else None,
                 }
             )
         )
@@ -70,9 +73,11 @@ def encoders() -> None:
 @model_app.command("weights")
 def weights(
     name: str = typer.Argument(..., help="Registered encoder name, e.g. resnet50_places365."),
-    file: Optional[Path] = typer.Option(None, "--file", help="Use (and check) this local file."),
-    url: Optional[str] = typer.Option(None, "--url", help="Download from here instead of the default source."),
-    download: bool = typer.Option(True, "--download/--no-download", help="Allow downloading when not cached."),
+    file: Path | None = typer.Option(None, "--file", help="Use (and check) this local file."),
+    url: str | None = typer.Option(None, "--url", help="Download from here instead of the default source."),
+    download: bool = typer.Option(
+        True, "--download/--no-download", help="Allow downloading when not cached."
+    ),
 ) -> None:
     """Resolve an encoder's pretrained weights (file > cache > download), check they load, print the path."""
     from geopak.model.encoders import UnknownEncoderError, create_encoder

@@ -6,7 +6,14 @@ Importing this package builds nothing and touches no network; see :func:`create_
 
 from __future__ import annotations
 
-from geopak.model.encoders import ENCODERS, Encoder, EncoderSpec, create_encoder, list_encoders, register_encoder
+from geopak.model.encoders import (
+    ENCODERS,
+    Encoder,
+    EncoderSpec,
+    create_encoder,
+    list_encoders,
+    register_encoder,
+)
 from geopak.model.geopak import (
     CheckpointError,
     GeopakConfig,

@@ -132,7 +132,9 @@ class EncoderSpec:
         d["std"] = tuple(float(v) for v in d["std"])
         d["kwargs"] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.get("kwargs", {}).items()}
         if d["kind"] not in ("clip", "scene"):
-            raise ValueError(f"encoder spec {d.get('name')!r}: kind must be 'clip' or 'scene', got {d['kind']!r}")
+            raise ValueError(
+                f"encoder spec {d.get('name')!r}: kind must be 'clip' or 'scene', got {d['kind']!r}"
+            )
         return cls(**d)
 
 
@@ -301,7 +303,9 @@ class Encoder(nn.Module):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Resize (when the side differs from ``spec.input_size``) and normalise [0, 1] images."""
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"encoder {self.spec.name!r} expects images (B, 3, H, W); got {tuple(images.shape)}")
+            raise ValueError(
+                f"encoder {self.spec.name!r} expects images (B, 3, H, W); got {tuple(images.shape)}"
+            )
         if not images.is_floating_point():
             raise TypeError(
                 f"encoder {self.spec.name!r} expects float images in [0, 1], got dtype {images.dtype}; "
@@ -373,7 +377,9 @@ class Encoder(nn.Module):
                 for p in m.parameters():
                     p.requires_grad_(True)
         n = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        logger.debug("encoder %s: %.0f%% of trunk trainable, %d parameters", self.spec.name, 100 * fraction, n)
+        logger.debug(
+            "encoder %s: %.0f%% of trunk trainable, %d parameters", self.spec.name, 100 * fraction, n
+        )
         return n
 
     def train(self, mode: bool = True) -> Encoder:
@@ -384,9 +390,9 @@ class Encoder(nn.Module):
         super().train(mode)
         if mode:
             for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    if not any(p.requires_grad for p in m.parameters(recurse=False)):
-                        m.eval()
+                frozen = not any(p.requires_grad for p in m.parameters(recurse=False))
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and frozen:
+                    m.eval()
         return self
 
     # -------------------------------------------------------------------------------------- weights

@@ -39,13 +39,13 @@ from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES, PROVINCES
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "PAD_LOGIT",
+    "PARAM_GROUPS",
+    "REFERENCE_CELL_COUNTS",
     "CheckpointError",
     "GeopakConfig",
     "GeopakModel",
     "GeopakOutput",
-    "PAD_LOGIT",
-    "PARAM_GROUPS",
-    "REFERENCE_CELL_COUNTS",
     "synthetic_cell_table",
 ]
 
@@ -106,8 +106,15 @@ class GeopakConfig:
         self.aux_scale = (float(self.aux_scale[0]), float(self.aux_scale[1]))
         if self.fusion not in ("gate", "mean"):
             raise ValueError(f"GeopakConfig.fusion must be 'gate' or 'mean', got {self.fusion!r}")
-        for f in ("fusion_dim", "province_hidden", "cell_hidden", "province_emb_dim", "cell_emb_dim",
-                  "offset_hidden", "aux_hidden"):
+        for f in (
+            "fusion_dim",
+            "province_hidden",
+            "cell_hidden",
+            "province_emb_dim",
+            "cell_emb_dim",
+            "offset_hidden",
+            "aux_hidden",
+        ):
             if int(getattr(self, f)) < 1:
                 raise ValueError(f"GeopakConfig.{f} must be a positive integer, got {getattr(self, f)!r}")
         if self.offset_blocks < 0:
@@ -135,9 +142,17 @@ class GeopakConfig:
     def tiny(cls, **overrides: Any) -> GeopakConfig:
         """Test-size configuration (``test_vit`` + ``test_resnet``, width 32): builds and runs in milliseconds."""
         base: dict[str, Any] = dict(
-            clip_encoder="test_vit", scene_encoder="test_resnet", fusion_dim=32, province_hidden=32,
-            cell_hidden=32, province_emb_dim=8, cell_emb_dim=16, offset_hidden=32, offset_blocks=1,
-            aux_hidden=32, dropout=0.0,
+            clip_encoder="test_vit",
+            scene_encoder="test_resnet",
+            fusion_dim=32,
+            province_hidden=32,
+            cell_hidden=32,
+            province_emb_dim=8,
+            cell_emb_dim=16,
+            offset_hidden=32,
+            offset_blocks=1,
+            aux_hidden=32,
+            dropout=0.0,
         )
         base.update(overrides)
         return cls(**base)
@@ -194,7 +209,10 @@ class GeopakModel(nn.Module):
         self.cells = cells
         self.clip = clip_encoder if clip_encoder is not None else create_encoder(config.clip_encoder)
         self.scene = scene_encoder if scene_encoder is not None else create_encoder(config.scene_encoder)
-        for enc, want, role in ((self.clip, config.clip_encoder, "clip"), (self.scene, config.scene_encoder, "scene")):
+        for enc, want, role in (
+            (self.clip, config.clip_encoder, "clip"),
+            (self.scene, config.scene_encoder, "scene"),
+        ):
             if enc.spec.name != want:
                 raise ValueError(f"{role} encoder is {enc.spec.name!r} but the config names {want!r}")
         d = config.fusion_dim
@@ -208,16 +226,50 @@ class GeopakModel(nn.Module):
         nn.init.normal_(self.province_embedding.weight, std=0.02)
         nn.init.normal_(self.cell_embedding.weight, std=0.02)
         self.offset_head = OffsetHead(
-            d, config.cell_emb_dim, config.province_emb_dim, config.offset_hidden, config.offset_blocks,
+            d,
+            config.cell_emb_dim,
+            config.province_emb_dim,
+            config.offset_hidden,
+            config.offset_blocks,
             config.dropout,
         )
         self.aux_head = AuxHead(d, config.aux_hidden, config.aux_center, config.aux_scale)
         self.register_buffer("padded_index", torch.from_numpy(cells.padded_index()), persistent=False)
-        self.register_buffer("cell_centers", torch.from_numpy(cells.centers.astype(np.float64)), persistent=False)
+        self.register_buffer(
+            "cell_centers", torch.from_numpy(cells.centers.astype(np.float64)), persistent=False
+        )
         self.register_buffer(
             "clamp_km", torch.from_numpy(cells.clamp_km.astype(np.float32)), persistent=False
         )
-        self.register_buffer("cell_province", torch.from_numpy(cells.province_ids.astype(np.int64)), persistent=False)
+        self.register_buffer(
+            "cell_province", torch.from_numpy(cells.province_ids.astype(np.int64)), persistent=False
+        )
+
+    @classmethod
+    def create(
+        cls,
+        config: GeopakConfig,
+        cells: CellTable,
+        *,
+        clip_weights: str | Path | bool | None = None,
+        scene_weights: str | Path | bool | None = None,
+        allow_download: bool = True,
+    ) -> GeopakModel:
+        """Build a model whose encoders start from pretrained weights.
+
+        Args:
+            config: the architecture.
+            cells: the cell table.
+            clip_weights, scene_weights: as ``weights`` of :func:`~geopak.model.encoders.create_encoder`:
+                ``None`` (random), ``"pretrained"`` (cache, else download) or a file path.
+            allow_download: whether ``"pretrained"`` may download a file missing from the cache.
+        """
+        return cls(
+            config,
+            cells,
+            clip_encoder=create_encoder(config.clip_encoder, clip_weights, allow_download=allow_download),
+            scene_encoder=create_encoder(config.scene_encoder, scene_weights, allow_download=allow_download),
+        )
 
     # ---------------------------------------------------------------------------------------- shapes
     @property
@@ -254,7 +306,9 @@ class GeopakModel(nn.Module):
         if clip_feat.ndim != 2 or clip_feat.shape[1] != self.clip.feature_dim:
             raise ValueError(f"clip_feat must be (B, {self.clip.feature_dim}), got {tuple(clip_feat.shape)}")
         if scene_feat.ndim != 2 or scene_feat.shape[1] != self.scene.feature_dim:
-            raise ValueError(f"scene_feat must be (B, {self.scene.feature_dim}), got {tuple(scene_feat.shape)}")
+            raise ValueError(
+                f"scene_feat must be (B, {self.scene.feature_dim}), got {tuple(scene_feat.shape)}"
+            )
         if clip_feat.shape[0] != scene_feat.shape[0]:
             raise ValueError(f"batch sizes differ: clip {clip_feat.shape[0]}, scene {scene_feat.shape[0]}")
         fused, gate = self.fusion(self.clip_proj(clip_feat), self.scene_proj(scene_feat))
@@ -284,7 +338,9 @@ class GeopakModel(nn.Module):
         squeeze = cell_ids.ndim == 1
         ids = cell_ids.unsqueeze(1) if squeeze else cell_ids
         if ids.ndim != 2 or ids.shape[0] != fused.shape[0]:
-            raise ValueError(f"cell_ids must be (B, H) with B = {fused.shape[0]}, got {tuple(cell_ids.shape)}")
+            raise ValueError(
+                f"cell_ids must be (B, H) with B = {fused.shape[0]}, got {tuple(cell_ids.shape)}"
+            )
         ids = ids.long()
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.n_cells):
             raise ValueError(
@@ -320,12 +376,8 @@ class GeopakModel(nn.Module):
         """
         n_clip = self.clip.set_trainable(clip_fraction)
         n_scene = self.scene.set_trainable(scene_fraction)
-        self.train(self.training)  # re-apply the frozen-batch-norm rule
+        self.train(self.training)  # re-apply Encoder.train's rule: frozen batch norms stay in eval mode
         logger.info("trainable encoder parameters: clip %d, scene %d", n_clip, n_scene)
-
-    def train(self, mode: bool = True) -> GeopakModel:
-        super().train(mode)  # recurses into Encoder.train, which keeps frozen batch norms in eval mode
-        return self
 
     def _group_modules(self) -> dict[str, list[nn.Module]]:
         return {
@@ -371,7 +423,9 @@ class GeopakModel(nn.Module):
         heads (the four heads), embeddings, total."""
 
         def count(mods: list[nn.Module]) -> int:
-            return sum(p.numel() for m in mods for p in m.parameters() if p.requires_grad or not trainable_only)
+            return sum(
+                p.numel() for m in mods for p in m.parameters() if p.requires_grad or not trainable_only
+            )
 
         g = self._group_modules()
         out = {name: count(mods) for name, mods in g.items()}
@@ -415,7 +469,9 @@ class GeopakModel(nn.Module):
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint metadata (phase/extra) is not JSON-serialisable: {e}") from e
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(out / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT, "geopak": __version__})
+        save_file(
+            state, str(out / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT, "geopak": __version__}
+        )
         self.cells.save(out)
         (out / CONFIG_FILE).write_text(text)
         logger.info("checkpoint written to %s (%d tensors)", out, len(state))
@@ -435,7 +491,9 @@ class GeopakModel(nn.Module):
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from e
         if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{cfg_path}: format is {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+            raise CheckpointError(
+                f"{cfg_path}: format is {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
+            )
         if int(meta.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
             raise CheckpointError(
                 f"{cfg_path}: format version {meta['format_version']} is newer than this geopak "
@@ -474,14 +532,19 @@ class GeopakModel(nn.Module):
         except ValueError as e:
             raise CheckpointError(f"{d / CONFIG_FILE}: invalid cell table: {e}") from e
         if table.content_hash != stored_hash:
-            raise CheckpointError(f"{d / CONFIG_FILE}: the stored cell table does not match its recorded hash")
+            raise CheckpointError(
+                f"{d / CONFIG_FILE}: the stored cell table does not match its recorded hash"
+            )
         if (d / "cells.parquet").is_file():  # full float64 precision (the JSON copy keeps 10 digits)
             exact = CellTable.load(d / "cells.parquet")
             if exact.content_hash == stored_hash:
                 table = exact
             else:
-                logger.warning("%s does not match the checkpoint's cell table; using the copy in %s",
-                               d / "cells.parquet", CONFIG_FILE)
+                logger.warning(
+                    "%s does not match the checkpoint's cell table; using the copy in %s",
+                    d / "cells.parquet",
+                    CONFIG_FILE,
+                )
         if cells is not None and cells.content_hash != stored_hash:
             raise CheckpointError(
                 f"cell table mismatch: checkpoint {d} was trained with cell table {stored_hash[:12]} "
@@ -503,7 +566,9 @@ class GeopakModel(nn.Module):
         try:
             result = model.load_state_dict(state, strict=False)
         except RuntimeError as e:  # shape mismatches
-            raise CheckpointError(f"{d / WEIGHTS_FILE} does not fit the model described by {CONFIG_FILE}: {e}") from e
+            raise CheckpointError(
+                f"{d / WEIGHTS_FILE} does not fit the model described by {CONFIG_FILE}: {e}"
+            ) from e
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(
                 f"{d / WEIGHTS_FILE} does not fit the model described by {CONFIG_FILE}: "
@@ -547,8 +612,13 @@ def synthetic_cell_table(
     if len(counts) != NUM_PROVINCES or min(counts) < 0 or sum(counts) < 1:
         raise ValueError(f"counts must be 7 non-negative integers with a positive sum, got {counts}")
     centres = {  # rough (lat, lon) centre and spread in degrees of each province's populated area
-        0: (25.9, 68.6, 1.2), 1: (31.0, 72.7, 1.5), 2: (34.4, 71.9, 0.9), 3: (33.68, 73.05, 0.08),
-        4: (35.8, 74.6, 0.9), 5: (28.8, 66.0, 1.8), 6: (33.9, 73.8, 0.4),
+        0: (25.9, 68.6, 1.2),
+        1: (31.0, 72.7, 1.5),
+        2: (34.4, 71.9, 0.9),
+        3: (33.68, 73.05, 0.08),
+        4: (35.8, 74.6, 0.9),
+        5: (28.8, 66.0, 1.8),
+        6: (33.9, 73.8, 0.4),
     }
     rng = np.random.default_rng(seed)
     rows = []
@@ -558,11 +628,14 @@ def synthetic_cell_table(
         for _ in range(n):
             rows.append(
                 dict(
-                    cell_id=cid, province=PROVINCES[p].name, center_lat=lat0 + s * rng.uniform(-1, 1),
-                    center_lon=lon0 + s * rng.uniform(-1, 1), radius_km=float(rng.uniform(3.0, 50.0)),
-                    count=int(rng.integers(40, 400)), urban=bool(rng.random() < 0.5),
+                    cell_id=cid,
+                    province=PROVINCES[p].name,
+                    center_lat=lat0 + s * rng.uniform(-1, 1),
+                    center_lon=lon0 + s * rng.uniform(-1, 1),
+                    radius_km=float(rng.uniform(3.0, 50.0)),
+                    count=int(rng.integers(40, 400)),
+                    urban=bool(rng.random() < 0.5),
                 )
             )
             cid += 1
     return CellTable(pd.DataFrame(rows))
-

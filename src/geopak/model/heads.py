@@ -13,11 +13,11 @@ from torch import nn
 from geopak.provinces import NUM_PROVINCES
 
 __all__ = [
+    "PAD_LOGIT",
     "AuxHead",
     "CellHeads",
     "GatedFusion",
     "OffsetHead",
-    "PAD_LOGIT",
     "Projection",
     "mlp_head",
 ]
@@ -36,7 +36,11 @@ class Projection(nn.Sequential):
 def mlp_head(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0) -> nn.Sequential:
     """Linear -> LayerNorm -> GELU -> Dropout -> Linear."""
     return nn.Sequential(
-        nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
+        nn.Linear(in_dim, hidden),
+        nn.LayerNorm(hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, out_dim),
     )
 
 
@@ -117,7 +121,9 @@ class OffsetHead(nn.Module):
     start at the cell centres).
     """
 
-    def __init__(self, dim: int, cell_dim: int, province_dim: int, hidden: int, blocks: int, dropout: float = 0.0):
+    def __init__(
+        self, dim: int, cell_dim: int, province_dim: int, hidden: int, blocks: int, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.in_fused = nn.Linear(dim, hidden)
         self.in_cell = nn.Linear(cell_dim, hidden, bias=False)
@@ -154,7 +160,9 @@ class AuxHead(nn.Module):
     the regression targets of order one. Used as a training regulariser only. Output is float32.
     """
 
-    def __init__(self, dim: int, hidden: int, center: tuple[float, float], scale: tuple[float, float]) -> None:
+    def __init__(
+        self, dim: int, hidden: int, center: tuple[float, float], scale: tuple[float, float]
+    ) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 2))
         self.register_buffer("center", torch.tensor(center, dtype=torch.float32), persistent=False)

@@ -152,7 +152,8 @@ def resolve_weights(
 
     Args:
         spec: an :class:`~geopak.model.encoders.EncoderSpec` or a registered encoder name.
-        file: an explicit weight file; used as is (checked against ``sha256`` when given).
+        file: an explicit weight file; used as is (checked only against an explicit ``sha256``: the spec's
+            hash is that of the original download, and an explicit file may be a converted copy).
         cache_dir: the cache folder (default :func:`weights_cache_dir`).
         url: download address overriding the spec's (default: ``$GEOPAK_WEIGHTS_MIRROR/<filename>`` when
             that variable is set, else the spec's URL).
@@ -201,7 +202,9 @@ def resolve_weights(
         f"(or set GEOPAK_CACHE to a folder holding weights/{src.filename}), or pass the file explicitly"
     )
     if not allow_download:
-        raise WeightsError(f"weights for encoder {spec.name!r} are not cached and downloading is disabled: {how}")
+        raise WeightsError(
+            f"weights for encoder {spec.name!r} are not cached and downloading is disabled: {how}"
+        )
     try:
         digest = download_file(source_url, cached, sha256=expected)
     except WeightsError as e:
@@ -228,7 +231,7 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
 
             return dict(load_file(str(p), device="cpu"))
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file name
+    except Exception as e:  # any reader failure is reported with the file name
         raise WeightsError(f"cannot read weight file {p}: {e}") from e
     if not isinstance(obj, Mapping):
         raise WeightsError(f"weight file {p} holds a {type(obj).__name__}, not a state dict")
@@ -289,7 +292,9 @@ def load_state_dict_into(encoder: Encoder, path: str | Path) -> None:
     spec = encoder.spec
     name = spec.weights.converter if spec.weights is not None else "timm"
     if name not in CONVERTERS:
-        raise WeightsError(f"encoder {spec.name!r}: unknown weight converter {name!r}; known: {sorted(CONVERTERS)}")
+        raise WeightsError(
+            f"encoder {spec.name!r}: unknown weight converter {name!r}; known: {sorted(CONVERTERS)}"
+        )
     state = CONVERTERS[name](read_state_dict(path), encoder.backbone)
     own = encoder.backbone.state_dict()
     for k in own:  # checkpoints written before PyTorch 0.4 (Places365's) lack the batch-norm step counters
@@ -297,8 +302,11 @@ def load_state_dict_into(encoder: Encoder, path: str | Path) -> None:
             state[k] = own[k]
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    bad_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-                 if k in state and state[k].shape != own[k].shape]
+    bad_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or bad_shape:
         raise WeightsError(
             f"weights in {path} do not fit encoder {spec.name!r} ({spec.arch}): "
