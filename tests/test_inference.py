@@ -116,8 +116,8 @@ def _reference(model: GeopakModel, out: GeopakOutput, kp: int, kc: int, mode: st
             cp /= cp.sum()
             c = model.cell_centers[pidx[prov, :n]].double().numpy()
             conf += float((pp[prov] * cp * (geo.haversine_km(flat, flon, c[:, 0], c[:, 1]) <= 25.0)).sum())
-        res.append(dict(lat=float(flat), lon=float(flon), w=w, cells=[h[3] for h in hyps], radius=radius,
-                        conf=conf, province=int(np.argmax(pp)), pp=pp))
+        res.append({"lat": float(flat), "lon": float(flon), "w": w, "cells": [h[3] for h in hyps], "radius": radius,
+                        "conf": conf, "province": int(np.argmax(pp)), "pp": pp})
     return res
 
 
@@ -308,7 +308,7 @@ def test_exif_orientation_is_applied(predictor: GeopakPredictor, tmp_path: Path)
 def test_any_image_mode(predictor: GeopakPredictor, tmp_path: Path, mode: str) -> None:
     base = _asym()
     if mode == "I;16":
-        img = Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257))
+        img = Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257)
         assert img.mode.startswith("I;16")
     else:
         img = base.convert(mode)

@@ -41,7 +41,7 @@ from geopak.provinces import PROVINCE_NAMES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Prediction", "mixture", "GeopakPredictor", "DEFAULT_CONFIDENCE_KM", "resolve_checkpoint", "bf16_default"]
+__all__ = ["DEFAULT_CONFIDENCE_KM", "GeopakPredictor", "Prediction", "bf16_default", "mixture", "resolve_checkpoint"]
 
 DEFAULT_CONFIDENCE_KM = 25.0
 """Radius of the ``confidence`` mass (km)."""
@@ -127,7 +127,7 @@ def mixture(
     pidx = _as_long(model.padded_index, device)  # (7, K)
     pos_dtype = torch.float32 if device.type == "mps" else torch.float64  # positions: keep metres exact
     centers = torch.as_tensor(model.cell_centers, device=device).to(pos_dtype)  # (N, 2)
-    n_prov, k = pidx.shape
+    k = pidx.shape[1]
     valid_cell = pidx >= 0  # (7, K)
     has_cells = valid_cell.any(dim=1)  # (7,)
     if not bool(has_cells.any()):
@@ -258,6 +258,16 @@ def _encoder_sizes(model: torch.nn.Module) -> list[int]:
     return sizes
 
 
+def _default_image_size(model: torch.nn.Module) -> int:
+    """The training config's image size recorded in the checkpoint, else the larger encoder input size."""
+    meta = getattr(model, "checkpoint_meta", None) or {}
+    size = (((meta.get("extra") or {}).get("train_config") or {}).get("data") or {}).get("image_size")
+    if isinstance(size, int) and size > 0:
+        return size
+    sizes = _encoder_sizes(model)
+    return max(sizes) if sizes else 224
+
+
 def _is_batch(x: Any) -> bool:
     if isinstance(x, (list, tuple)):
         return True
@@ -284,7 +294,8 @@ class GeopakPredictor:
         bf16: bf16 autocast for the encoders; ``None`` = :func:`bf16_default` for the device. The heads and
             the mixture always run in float32.
         top_provinces, top_cells, mode, use_offsets, confidence_km: the :func:`mixture` settings.
-        image_size: side of the image tensor; default: the larger of the two encoders' input sizes.
+        image_size: side of the image tensor; default: the training config's ``data.image_size`` recorded in
+            the checkpoint, else the larger of the two encoders' input sizes.
         model: an already-built :class:`~geopak.model.geopak.GeopakModel` instead of ``checkpoint_path``.
     """
 
@@ -321,8 +332,7 @@ class GeopakPredictor:
         self.mode: Literal["mixture", "argmax"] = mode
         self.use_offsets = use_offsets
         self.confidence_km = confidence_km
-        sizes = _encoder_sizes(self.model)
-        self.image_size = int(image_size or (max(sizes) if sizes else 224))
+        self.image_size = int(image_size or _default_image_size(self.model))
         logger.info(
             "GeopakPredictor: %s on %s, bf16=%s, image size %d",
             self.checkpoint_path or type(model).__name__, self.device, self.bf16, self.image_size,

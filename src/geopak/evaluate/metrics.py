@@ -23,17 +23,17 @@ from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES, normalize_province
 
 __all__ = [
     "ACC_THRESHOLDS_KM",
-    "GEOSCORE_SCALE_KM",
     "GEOSCORE_PK_SCALE_KM",
+    "GEOSCORE_SCALE_KM",
     "METRIC_KEYS",
-    "geoscore",
-    "province_ids",
-    "error_km",
-    "error_metrics",
+    "breakdown",
+    "calibration_table",
     "compute_metrics",
     "confusion_matrix",
-    "calibration_table",
-    "breakdown",
+    "error_km",
+    "error_metrics",
+    "geoscore",
+    "province_ids",
 ]
 
 ACC_THRESHOLDS_KM: tuple[int, ...] = (1, 5, 25, 100, 200)
@@ -128,7 +128,7 @@ def error_metrics(d_km: Any) -> dict[str, Any]:
     With no errors every figure is ``None`` (and ``n`` is 0).
     """
     d = _np(d_km)
-    out: dict[str, Any] = {"n": int(len(d))}
+    out: dict[str, Any] = {"n": len(d)}
     if len(d) == 0:
         out.update({k: None for k in METRIC_KEYS if k not in ("n", "province_accuracy", "macro_median_km")})
         return out
@@ -227,7 +227,7 @@ def calibration_table(confidence: Any, d_km: Any, bins: int = 5, within_km: floa
             {
                 "lo": float(c[idx].min()),
                 "hi": float(c[idx].max()),
-                "n": int(len(idx)),
+                "n": len(idx),
                 "mean_confidence": float(c[idx].mean()),
                 "median_km": float(np.median(d[idx])),
                 "frac_within": float(np.mean(d[idx] <= within_km)),
