@@ -241,6 +241,15 @@ def evaluate_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
+    if isinstance(manifest, pd.DataFrame):
+        df, where = manifest.copy(), "manifest"
+    else:
+        from geopak.data.manifest import read_manifest
+
+        df, where = read_manifest(manifest), str(manifest)
+    rows = _select_rows(df, opts.split, where)
+    if opts.compare and ("split" not in df.columns or not (df["split"].astype(str).str.lower() == "train").any()):
+        raise EvaluationError(f"--compare needs the training rows: {where} has no split column with 'train' rows")
     predictor = GeopakPredictor(checkpoint_path=checkpoint, device=opts.device, batch_size=opts.batch_size,
                                 bf16=opts.bf16)
     model = predictor.model
@@ -254,13 +263,6 @@ def evaluate_checkpoint(
                 f"checkpoint {checkpoint} was trained with ({table.n_cells} cells, hash {table.content_hash[:12]}); "
                 "omit --cells to use the checkpoint's own table"
             )
-    if isinstance(manifest, pd.DataFrame):
-        df, where = manifest.copy(), "manifest"
-    else:
-        from geopak.data.manifest import read_manifest
-
-        df, where = read_manifest(manifest), str(manifest)
-    rows = _select_rows(df, opts.split, where)
     say(f"evaluating {len(rows)} {opts.split} images with {checkpoint}")
 
     clip, scene = _features(predictor, rows, out / "features" / opts.split, opts)
@@ -432,8 +434,6 @@ def _compare(
     timed("geopak_argmax", lambda: from_pred(_mixture_all(model, outs, mode="argmax", **kw)))
     timed("geopak_no_offset", lambda: from_pred(_mixture_all(model, outs, use_offsets=False, **kw)))
 
-    if "split" not in df.columns or not (df["split"].astype(str).str.lower() == "train").any():
-        raise EvaluationError(f"--compare needs the training rows: {where} has no split column with 'train' rows")
     train_rows = _select_rows(df, "train", where)
     tclip, tscene = _features(predictor, train_rows, out / "features" / "train", opts)
     tcell = _cell_ids(train_rows, table, cells_dir)
