@@ -169,8 +169,12 @@ def smoothed_cell_targets(
         raise ValueError("tau_km is required when smoothing is on")
     tau = torch.as_tensor(tau_km, dtype=torch.float32, device=padded_distances.device)
     d = padded_distances[province.long(), true_local].float()  # (B, K)
-    # Distances are >= 0 with d(true, true) = 0, so the max of -d/tau is 0: softmax is already stable.
-    return torch.softmax(-d / tau[province.long()][:, None], dim=-1)
+    # d(true, true) = 0, so exp(-d/tau) <= 1 with a 1 in every row: no max-subtraction needed. The exponent
+    # is floored at -80 (exp = 1.8e-35, still a normal float32: denormals are slow on CPUs), padding
+    # (d = inf) is zeroed explicitly.
+    w = torch.exp((-d / tau[province.long()][:, None]).clamp(min=-80.0))
+    w = torch.where(torch.isfinite(d), w, torch.zeros_like(w))
+    return w / w.sum(-1, keepdim=True)
 
 
 def cell_kl_loss(
@@ -384,11 +388,16 @@ class GeopakLoss(nn.Module):
 
     def _check_cells(self, cell_id: Tensor, province: Tensor) -> Tensor:
         has = cell_id >= 0
-        if bool((cell_id >= self.n_cells).any()):
-            bad = int(cell_id.max())
-            raise ValueError(f"cell_id {bad} out of range for a table of {self.n_cells} cells")
-        if bool((self.cell_province[cell_id.clamp(min=0)] != province)[has].any()):
-            i = int(torch.nonzero(has & (self.cell_province[cell_id.clamp(min=0)] != province))[0])
+        safe = cell_id.clamp(0, max(self.n_cells - 1, 0))
+        out_of_range = cell_id >= self.n_cells
+        mismatch = has & ~out_of_range & (self.cell_province[safe] != province)
+        if bool((out_of_range | mismatch).any()):  # the only host sync of the loss
+            if bool(out_of_range.any()):
+                raise ValueError(
+                    f"cell_id {int(cell_id.max())} out of range for a table of {self.n_cells} cells; "
+                    "assign cells with the same cell table"
+                )
+            i = int(torch.nonzero(mismatch)[0])
             raise ValueError(
                 f"batch sample {i}: cell {int(cell_id[i])} belongs to province "
                 f"{int(self.cell_province[cell_id[i]])}, not to the sample's province {int(province[i])}; "
