@@ -186,7 +186,7 @@ def generate(
     world = load_world()
     lookup, lookup_desc = province_lookup(boundaries)
     locs = sample_locations(n, seed, proportions, world, lookup)
-    mode_id = np.array([MODES.index(m) for m in locs["mode"]], dtype=np.int64)
+    mode_id = locs["mode"].map({m: i for i, m in enumerate(MODES)}).to_numpy(np.int64)
     scenes = scene_table(world, locs["lat"].to_numpy(), locs["lon"].to_numpy(), locs["province_id"].to_numpy(), mode_id)
     logger.info("rendering %d images at %d px with seed %d", n, size, seed)
     infos = render_images(scenes, out, seed, size, workers=workers, progress=progress)
