@@ -10,6 +10,9 @@ default), then times, on random [0, 1] images,
 - optionally (``--train``) one training step of the whole model (forward, backward, AdamW).
 
 Encode and full runs are interleaved and the median is reported, which damps the noise of a shared machine.
+Besides wall-clock throughput it reports images per CPU-second (process CPU time): on a busy machine this is
+the steadier figure of the compute itself (with 1 thread it is the per-core throughput; with more threads,
+OpenMP spin-waiting under contention inflates the CPU time, so use ``--threads 1`` for that figure).
 The heads' overhead is ``heads / encode`` (the design requires < 5%); ``full / encode - 1`` is printed too
 but sits within timing noise when the heads are that cheap.
 
@@ -37,13 +40,15 @@ import torch
 from geopak.model import GeopakConfig, GeopakModel, synthetic_cell_table
 
 
-def _median_time(fn: Callable[[], object], iters: int) -> list[float]:
-    times = []
+def _timed(fn: Callable[[], object], iters: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds of each of ``iters`` calls."""
+    wall, cpu = [], []
     for _ in range(iters):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return times
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - t)
+    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -55,6 +60,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--cells", type=int, default=699, help="cells of the synthetic table")
+    ap.add_argument(
+        "--head-width",
+        type=int,
+        default=None,
+        help="set fusion_dim and every head's hidden width to this (the design's default is 512/256)",
+    )
     ap.add_argument("--iters", type=int, default=5, help="timed repetitions of each measurement")
     ap.add_argument(
         "--bf16", action="store_true", help="bfloat16 autocast (CPU: AMX/AVX512-BF16 when present)"
@@ -68,7 +79,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cells = synthetic_cell_table(args.cells)
-    model = GeopakModel(GeopakConfig(clip_encoder=args.clip, scene_encoder=args.scene), cells).eval()
+    widths = {}
+    if args.head_width:
+        w = args.head_width
+        widths = dict(fusion_dim=w, province_hidden=w, cell_hidden=w, offset_hidden=w, aux_hidden=w)
+    config = GeopakConfig(clip_encoder=args.clip, scene_encoder=args.scene, **widths)
+    model = GeopakModel(config, cells).eval()
     if not args.no_channels_last:
         model.scene.set_channels_last(True)
     size = args.size or model.clip.spec.input_size
@@ -93,11 +109,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
         for fn in (run_encode, run_full, run_heads):  # warm-up (oneDNN primitive creation)
             fn()
-        enc_t, full_t = [], []
+        enc_t, full_t, enc_c, full_c = [], [], [], []
         for _ in range(args.iters):  # interleave so load changes hit both alike
-            enc_t += _median_time(run_encode, 1)
-            full_t += _median_time(run_full, 1)
-        heads_t = _median_time(run_heads, max(args.iters, 10))
+            w, c = _timed(run_encode, 1)
+            enc_t += w
+            enc_c += c
+            w, c = _timed(run_full, 1)
+            full_t += w
+            full_c += c
+        heads_t, _ = _timed(run_heads, max(args.iters, 10))
 
     result: dict[str, object] = {}
     enc, full, heads = statistics.median(enc_t), statistics.median(full_t), statistics.median(heads_t)
@@ -115,9 +135,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             opt.step()
 
         step()
-        train_t = statistics.median(_median_time(step, max(2, args.iters // 2)))
+        w, c = _timed(step, max(2, args.iters // 2))
+        train_t = statistics.median(w)
         result["train_step_s"] = round(train_t, 4)
         result["train_img_per_s"] = round(args.batch / train_t, 1)
+        result["train_img_per_cpu_s"] = round(args.batch / statistics.median(c), 1)
 
     counts = model.param_counts()
     result = {
@@ -125,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "scene": args.scene,
         "size": size,
         "batch": args.batch,
+        "head_width": args.head_width,
         "bf16": args.bf16,
         "threads": torch.get_num_threads(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
@@ -133,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "heads_s": round(heads, 5),
         "encode_img_per_s": round(args.batch / enc, 1),
         "full_img_per_s": round(args.batch / full, 1),
+        "encode_img_per_cpu_s": round(args.batch / statistics.median(enc_c), 1),
+        "full_img_per_cpu_s": round(args.batch / statistics.median(full_c), 1),
         "heads_overhead_pct": round(100 * heads / enc, 2),
         "full_vs_encode_pct": round(100 * (full / enc - 1), 2),
         "heads_under_5pct": heads / enc < 0.05,
@@ -148,13 +173,22 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     for k in ("clip", "scene", "fusion", "heads", "embeddings", "total"):
         print(f"  params {k:<11} {counts[k]:>12,}")
-    print(f"  encoders only : {result['encode_img_per_s']:>8} img/s  ({enc * 1e3:.1f} ms/batch)")
-    print(f"  full model    : {result['full_img_per_s']:>8} img/s  ({full * 1e3:.1f} ms/batch)")
+    print(
+        f"  encoders only : {result['encode_img_per_s']:>8} img/s  ({enc * 1e3:.1f} ms/batch), "
+        f"{result['encode_img_per_cpu_s']} img per CPU-second"
+    )
+    print(
+        f"  full model    : {result['full_img_per_s']:>8} img/s  ({full * 1e3:.1f} ms/batch), "
+        f"{result['full_img_per_cpu_s']} img per CPU-second"
+    )
     print(
         f"  heads + 10 offsets/image: {heads * 1e3:.2f} ms/batch = {result['heads_overhead_pct']}% of the encoders"
     )
     if args.train:
-        print(f"  training step : {result['train_img_per_s']:>8} img/s  ({result['train_step_s']} s/batch)")
+        print(
+            f"  training step : {result['train_img_per_s']:>8} img/s  ({result['train_step_s']} s/batch), "
+            f"{result['train_img_per_cpu_s']} img per CPU-second"
+        )
     print(json.dumps(result))
     return result
 
