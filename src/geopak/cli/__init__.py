@@ -34,12 +34,14 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """GEOPAK: province-aware geolocation of photos taken in Pakistan."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # Logs go to stderr: stdout carries results (e.g. `geopak train` ends with the checkpoint path).
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
         force=True,
     )
 
