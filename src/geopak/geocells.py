@@ -1036,3 +1036,49 @@ def plot_cells(
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def build_and_write(
+    points: pd.DataFrame, out: str | Path, config: CellConfig, source: str = "", boundaries: Path | None = None
+) -> tuple[CellTable, pd.DataFrame, CellCheck, float, str]:
+    """Build cells from validated points and write cells.parquet/.json, assignments.parquet, cells.png and
+    report.md into ``out``. Returns (table, assignments, check, build seconds, map note)."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    table, assignments = build_cells(points, config)
+    seconds = time.perf_counter() - t0
+    check = check_cells(table, assignments, points, config)
+    out.mkdir(parents=True, exist_ok=True)
+    table.save(out)
+    assignments.to_parquet(out / "assignments.parquet", index=False)
+    polygons, note = _map_polygons(boundaries)
+    plot_cells(
+        table,
+        points["lat"].to_numpy(),
+        points["lon"].to_numpy(),
+        assignments["cell_id"].to_numpy(),
+        out / "cells.png",
+        polygons=polygons,
+        seed=config.seed,
+    )
+    report = report_markdown(table, check, config, source=source, seconds=seconds, map_note=note)
+    (out / "report.md").write_text(report)
+    return table, assignments, check, seconds, note
+
+
+def _map_polygons(path: Path | None) -> tuple[Any, str]:
+    """Province polygons for the map, and a note for the report when there are none."""
+    try:
+        from geopak.boundaries import load_polygons
+    except ImportError:
+        return None, "Province outlines are not drawn: geopak.boundaries is not available."
+    try:
+        polygons = load_polygons(path)
+    except (OSError, ValueError) as err:
+        return None, f"Province outlines are not drawn: {err}"
+    if not polygons:
+        return None, (
+            "Province outlines are not drawn: no boundaries file was given or cached "
+            "(pass --boundaries FILE, e.g. a geoBoundaries PAK ADM1 GeoJSON)."
+        )
+    return polygons, ""

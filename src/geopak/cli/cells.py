@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,24 +47,6 @@ def read_points(path: Path) -> Any:
     return read_manifest(path, resolve_paths=False)
 
 
-def _load_polygons(path: Path | None) -> tuple[Any, str]:
-    """Province polygons for the map, and a note for the report when there are none."""
-    try:
-        from geopak.boundaries import load_polygons
-    except ImportError:
-        return None, "Province outlines are not drawn: geopak.boundaries is not available."
-    try:
-        polygons = load_polygons(path)
-    except (OSError, ValueError) as err:
-        return None, f"Province outlines are not drawn: {err}"
-    if not polygons:
-        return None, (
-            "Province outlines are not drawn: no boundaries file was given or cached "
-            "(pass --boundaries FILE, e.g. a geoBoundaries PAK ADM1 GeoJSON)."
-        )
-    return polygons, ""
-
-
 @cells_app.command("build")
 def build(
     manifest: Path = typer.Argument(
@@ -86,15 +67,7 @@ def build(
     ),
 ) -> None:
     """Build geocells; writes cells.parquet/.json, assignments.parquet, report.md and cells.png into OUT."""
-    from geopak.geocells import (
-        CellBuildError,
-        CellConfig,
-        build_cells,
-        check_cells,
-        plot_cells,
-        report_markdown,
-        validate_points,
-    )
+    from geopak.geocells import CellBuildError, CellConfig, validate_points
     from geopak.provinces import PROVINCES
 
     try:
@@ -115,27 +88,11 @@ def build(
     except (CellBuildError, ValueError, OSError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    t0 = time.perf_counter()
-    table, assignments = build_cells(points, config)
-    seconds = time.perf_counter() - t0
-    check = check_cells(table, assignments, points, config)
+    from geopak.geocells import build_and_write
 
-    out.mkdir(parents=True, exist_ok=True)
-    table.save(out)
-    assignments.to_parquet(out / "assignments.parquet", index=False)
-    polygons, note = _load_polygons(boundaries)
-    cell_of = assignments["cell_id"].to_numpy()
-    plot_cells(
-        table,
-        points["lat"].to_numpy(),
-        points["lon"].to_numpy(),
-        cell_of,
-        out / "cells.png",
-        polygons=polygons,
-        seed=seed,
+    table, assignments, check, seconds, note = build_and_write(
+        points, out, config, source=str(manifest), boundaries=boundaries
     )
-    report = report_markdown(table, check, config, source=str(manifest), seconds=seconds, map_note=note)
-    (out / "report.md").write_text(report)
 
     counts = ", ".join(f"{p.short} {n}" for p, n in zip(PROVINCES, table.counts_per_province) if n)
     typer.echo(f"{table.n_cells} cells ({counts}) from {len(points):,} points in {seconds:.1f} s")
