@@ -147,6 +147,18 @@ def test_mean_fusion(cells: CellTable) -> None:
     assert m.fusion.gate is None
 
 
+def test_bf16_autocast(model: GeopakModel) -> None:
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(_images())
+        off = model.offsets(out.fused, torch.zeros(4, 3, dtype=torch.long))
+    assert out.fused.dtype == torch.bfloat16
+    for t in (out.province_logits, out.cell_logits, out.aux_latlon, off):
+        assert t.dtype == torch.float32 and torch.isfinite(t).all()
+    assert (out.cell_logits[:, 2] == PAD_LOGIT).all()
+    assert (off.abs() <= model.clamp_km[0] + 1e-4).all()
+
+
 def test_forward_is_encode_then_forward_features(model: GeopakModel) -> None:
     model.eval()
     x = _images()

@@ -163,12 +163,14 @@ class GeopakOutput:
     """Structured output of :meth:`GeopakModel.forward_features` (all tensors, batch first).
 
     Attributes:
-        province_logits: (B, 7) in canonical province order.
-        cell_logits: (B, 7, K) per-province geocell logits at local indices; :data:`PAD_LOGIT` (-1e4) where
-            a province has fewer than K cells.
+        province_logits: (B, 7) float32, in canonical province order.
+        cell_logits: (B, 7, K) float32 per-province geocell logits at local indices; :data:`PAD_LOGIT` (-1e4)
+            where a province has fewer than K cells.
         aux_latlon: (B, 2) auxiliary (lat, lon) prediction in degrees (float32).
         gate: (B,) weight alpha of the scene features in the fusion (0.5 when ``fusion="mean"``).
-        fused: (B, D) fused embedding (feeds the offset head).
+        fused: (B, D) fused embedding (feeds the offset head), in the compute dtype (bf16 under autocast).
+
+    Logits and coordinates are float32 even under bf16 autocast.
     """
 
     province_logits: torch.Tensor
@@ -313,7 +315,7 @@ class GeopakModel(nn.Module):
             raise ValueError(f"batch sizes differ: clip {clip_feat.shape[0]}, scene {scene_feat.shape[0]}")
         fused, gate = self.fusion(self.clip_proj(clip_feat), self.scene_proj(scene_feat))
         return GeopakOutput(
-            province_logits=self.province_head(fused),
+            province_logits=self.province_head(fused).float(),
             cell_logits=self.cell_heads(fused),
             aux_latlon=self.aux_head(fused),
             gate=gate,

@@ -87,12 +87,12 @@ class CellHeads(nn.Module):
         )
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
-        """(B, D) -> (B, 7, K) padded logits."""
+        """(B, D) -> (B, 7, K) padded float32 logits."""
         outs = {int(p): head(fused) for p, head in self.heads.items()}
-        dtype = next(iter(outs.values())).dtype if outs else fused.dtype
-        logits = fused.new_full((fused.shape[0], NUM_PROVINCES, self.k), PAD_LOGIT, dtype=dtype)
+        # float32 whatever the autocast dtype: exact padding value, softmax without bf16 rounding
+        logits = fused.new_full((fused.shape[0], NUM_PROVINCES, self.k), PAD_LOGIT, dtype=torch.float32)
         for p, o in outs.items():
-            logits[:, p, : o.shape[-1]] = o
+            logits[:, p, : o.shape[-1]] = o.float()
         return logits
 
 
