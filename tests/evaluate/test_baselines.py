@@ -113,7 +113,7 @@ def test_retrieval_refinement_matches_reference_loop() -> None:
     np.testing.assert_allclose(rl, el, atol=1e-6)
     np.testing.assert_allclose(ro, eo, atol=1e-6)
     assert np.all(rl[hc == 4] == hl[hc == 4])  # no training image in the cell: unchanged
-    fl, fo = geo.weighted_mean_position(np.nan_to_num(el), np.nan_to_num(eo), hp)
+    fl, _ = geo.weighted_mean_position(np.nan_to_num(el), np.nan_to_num(eo), hp)
     np.testing.assert_allclose(lat, fl, atol=1e-6)
     assert np.all(np.isfinite(lat)) and np.all(np.isfinite(lon))
 
