@@ -163,6 +163,53 @@ def test_vit_weights_with_classifier_head_load(tmp_path) -> None:
         assert torch.equal(v, sd[k])
 
 
+def _to_openai_clip_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm CLIP-ViT keys -> the OpenAI/OpenCLIP checkpoint layout (``visual.*``), plus text-tower noise."""
+    out = {"logit_scale": torch.ones(()), "token_embedding.weight": torch.zeros(10, 8)}
+    for k, v in sd.items():
+        if k == "cls_token":
+            out["visual.class_embedding"] = v.reshape(-1)
+            continue
+        if k == "pos_embed":
+            out["visual.positional_embedding"] = v[0]
+            continue
+        k = (
+            k.replace("patch_embed.proj", "conv1")
+            .replace("norm_pre", "ln_pre")
+            .replace("blocks.", "transformer.resblocks.")
+        )
+        k = k.replace("norm1", "ln_1").replace("norm2", "ln_2").replace("attn.qkv.", "attn.in_proj_")
+        k = (
+            k.replace("attn.proj", "attn.out_proj")
+            .replace("mlp.fc1", "mlp.c_fc")
+            .replace("mlp.fc2", "mlp.c_proj")
+        )
+        if k.startswith("norm."):
+            k = "ln_post." + k[len("norm.") :]
+        out["visual." + k] = v
+    out["visual.proj"] = torch.zeros(32, 16)  # CLIP's image projection: dropped (pre-logits features)
+    return out
+
+
+def test_openai_clip_layout_converts(tmp_path) -> None:
+    """The real CLIP download is in the OpenAI/OpenCLIP layout; timm's filter maps it (tested at test size)."""
+    torch.manual_seed(2)
+    src = create_encoder("test_vit").eval()
+    assert "norm_pre.weight" in src.backbone.state_dict()  # CLIP layout: pre-norm, no patch bias
+    path = tmp_path / "open_clip.bin"
+    torch.save(_to_openai_clip_layout(src.backbone.state_dict()), path)
+    dst = create_encoder("test_vit", weights=path).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(src(x), dst(x))
+
+
+def test_real_clip_architecture_is_quickgelu() -> None:
+    spec = encoder_spec("clip_vit_b16")
+    assert spec.arch == "vit_base_patch16_clip_quickgelu_224"
+    assert spec.weights is not None and "timm/vit_base_patch16_clip_224.openai" in spec.weights.url
+
+
 def test_random_init_when_no_weights_requested() -> None:
     with pytest.raises(WeightsError, match="trained from scratch"):
         create_encoder("test_vit", weights="pretrained")

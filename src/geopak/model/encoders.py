@@ -4,8 +4,11 @@ One factory, :func:`create_encoder`, builds every encoder; a registered name is 
 :class:`EncoderSpec` (the timm architecture + keyword arguments, the feature width, the input size, the
 normalisation and where pretrained weights come from). The real encoders of the design are
 
-- ``clip_vit_b16``: timm ``vit_base_patch16_clip_224`` (OpenAI CLIP ViT-B/16 image tower), the 768-d pooled
-  pre-logits embedding (class token after the final norm; CLIP's 512-d projection is not used);
+- ``clip_vit_b16``: the OpenAI CLIP ViT-B/16 image tower with timm's ``vit_base_patch16_clip_224.openai``
+  weights, the 768-d pooled pre-logits embedding (class token after the final norm; CLIP's 512-d projection is
+  not used). The architecture is timm's ``vit_base_patch16_clip_quickgelu_224``: the same network and weights
+  with CLIP's native QuickGELU activation (timm notes that the GELU variant does not reproduce CLIP's features);
+  the parameter count is identical;
 - ``resnet50_places365``: timm ``resnet50`` with the Places365 weights, the 2048-d global-average-pooled feature.
 
 Small ones live in the same registry so tests and the demo exercise the real code path: ``clip_vit_tiny`` and
@@ -172,21 +175,22 @@ def encoder_spec(name: str) -> EncoderSpec:
 # --------------------------------------------------------------------------------------------- registry
 @register_encoder
 def clip_vit_b16() -> EncoderSpec:
-    """OpenAI CLIP ViT-B/16 image tower (timm), 768-d pooled pre-logits embedding, 224 px."""
+    """OpenAI CLIP ViT-B/16 image tower (timm, QuickGELU), 768-d pooled pre-logits embedding, 224 px."""
     return EncoderSpec(
         name="clip_vit_b16",
         kind="clip",
-        arch="vit_base_patch16_clip_224",
+        arch="vit_base_patch16_clip_quickgelu_224",
         feature_dim=768,
         input_size=224,
         mean=CLIP_MEAN,
         std=CLIP_STD,
         interpolation="bicubic",
         weights=WeightSource(
-            filename="vit_base_patch16_clip_224.openai.safetensors",
-            url="https://huggingface.co/timm/vit_base_patch16_clip_224.openai/resolve/main/model.safetensors",
+            filename="vit_base_patch16_clip_224.openai.bin",
+            url="https://huggingface.co/timm/vit_base_patch16_clip_224.openai/resolve/main/pytorch_model.bin",
             converter="timm",
-            note="OpenAI CLIP ViT-B/16 in timm layout (Hugging Face hub: timm/vit_base_patch16_clip_224.openai)",
+            note="OpenAI CLIP ViT-B/16 (Hugging Face hub timm/vit_base_patch16_clip_224.openai, OpenCLIP layout, "
+            "read with torch.load(weights_only=True); a timm-layout .safetensors works too)",
         ),
     )
 
@@ -216,13 +220,15 @@ def resnet50_places365() -> EncoderSpec:
 def clip_vit_tiny() -> EncoderSpec:
     """A ViT-Tiny-like semantic encoder for the CPU demo: 96 px, patch 16 (36 tokens), 4 blocks of width 192.
 
+    CLIP's layout (pre-norm, no patch-embedding bias) at a small size, trained from scratch.
+
     With ``resnet_small`` about 190 images/s per CPU core of compute at 96 px (forward, fp32); see
     ``benchmarks/bench_model.py``.
     """
     return EncoderSpec(
         name="clip_vit_tiny",
         kind="clip",
-        arch="vit_base_patch16_224",
+        arch="vit_base_patch16_clip_224",
         kwargs=dict(img_size=96, patch_size=16, embed_dim=192, depth=4, num_heads=3),
         feature_dim=192,
         input_size=96,
@@ -248,11 +254,11 @@ def resnet_small() -> EncoderSpec:
 
 @register_encoder
 def test_vit() -> EncoderSpec:
-    """Test-size ViT: 32 px, patch 8, one block of width 32 (milliseconds per batch)."""
+    """Test-size ViT in CLIP's layout: 32 px, patch 8, two blocks of width 32 (milliseconds per batch)."""
     return EncoderSpec(
         name="test_vit",
         kind="clip",
-        arch="vit_base_patch16_224",
+        arch="vit_base_patch16_clip_224",
         kwargs=dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
         feature_dim=32,
         input_size=32,
