@@ -296,6 +296,8 @@ def test_checkpoint_round_trip_bit_exact(model: GeopakModel, cells: CellTable, t
     model.offset_head.out.bias.data += 0.5
     d = model.save_checkpoint(tmp_path / "ckpt", phase=2, extra={"val_median_km": 12.5})
     assert {"model.safetensors", "config.json", "cells.parquet"} <= {p.name for p in d.iterdir()}
+    assert not list(d.glob("*.tmp"))
+    assert GeopakModel(GeopakConfig.tiny(), cells).checkpoint_meta == {}
     meta = json.loads((d / "config.json").read_text())
     assert meta["phase"] == 2 and meta["cell_table_hash"] == cells.content_hash
     assert meta["encoders"]["clip"]["mean"] and meta["encoders"]["scene"]["input_size"] == 32

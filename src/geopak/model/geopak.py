@@ -236,6 +236,8 @@ class GeopakModel(nn.Module):
             config.dropout,
         )
         self.aux_head = AuxHead(d, config.aux_hidden, config.aux_center, config.aux_scale)
+        self.checkpoint_meta: dict[str, Any] = {}
+        """``phase``, ``geopak_version`` and ``extra`` of the checkpoint this model was loaded from (else empty)."""
         self.register_buffer("padded_index", torch.from_numpy(cells.padded_index()), persistent=False)
         self.register_buffer(
             "cell_centers", torch.from_numpy(cells.centers.astype(np.float64)), persistent=False
@@ -471,11 +473,16 @@ class GeopakModel(nn.Module):
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint metadata (phase/extra) is not JSON-serialisable: {e}") from e
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(
-            state, str(out / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT, "geopak": __version__}
-        )
+        # each file is written under a temporary name and renamed, config.json last: an interrupted save never
+        # leaves a config.json beside weights that do not belong to it
+        (out / CONFIG_FILE).unlink(missing_ok=True)
+        tmp = out / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp), metadata={"format": CHECKPOINT_FORMAT, "geopak": __version__})
+        tmp.replace(out / WEIGHTS_FILE)
         self.cells.save(out)
-        (out / CONFIG_FILE).write_text(text)
+        tmp = out / (CONFIG_FILE + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out / CONFIG_FILE)
         logger.info("checkpoint written to %s (%d tensors)", out, len(state))
         return out
 
