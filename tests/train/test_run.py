@@ -68,14 +68,15 @@ def test_three_phases_in_sequence(data: tuple[Path, Path, Path], tmp_path: Path)
     assert p0["cached"] and p1["cached"] and not p2["cached"]
     assert p0["monitor"] == "val/province_accuracy" and p1["monitor"] == "val/macro_median_km"
     assert all(p["wall_seconds"] > 0 for p in (p0, p1, p2))
-    # every phase exports a GEOPAK checkpoint the next one starts from; Lightning files and logs beside it
+    # every phase exports a GEOPAK checkpoint the next one starts from; Lightning's files and logs apart
     for name in ("phase0", "phase1", "phase2"):
         d = out / name
         assert (d / "model.safetensors").exists() and (d / "config.json").exists()
-        assert (d / "lightning" / "checkpoints" / "last.ckpt").exists()
-        assert (d / "lightning" / "logs" / "metrics.csv").exists()
-    assert list((out / "phase1" / "lightning" / "tensorboard").glob("events.out.tfevents*"))
-    log = pd.read_csv(out / "phase1" / "lightning" / "logs" / "metrics.csv")
+        assert not (d / "lightning").exists()  # the export holds only the checkpoint
+        assert (out / "lightning" / name / "checkpoints" / "last.ckpt").exists()
+        assert (out / "lightning" / name / "logs" / "metrics.csv").exists()
+    assert list((out / "lightning" / "phase1" / "tensorboard").glob("events.out.tfevents*"))
+    log = pd.read_csv(out / "lightning" / "phase1" / "logs" / "metrics.csv")
     assert log["val/macro_median_km"].notna().sum() >= 3 and log["train/loss_step"].notna().any()
     model = GeopakModel.from_checkpoint(final)
     assert model.checkpoint_meta["phase"] == "phase2"

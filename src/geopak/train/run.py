@@ -4,8 +4,9 @@
 (fresh for the first phase, else from ``RUN/<previous phase>/``), sets the trainable parts, trains it with
 Lightning (from the feature cache when both encoders are frozen), picks the best epoch by the phase's monitor
 (end-to-end validation) and exports a GEOPAK checkpoint directory ``RUN/<phase>/`` (``model.safetensors``,
-``config.json``, the cell table). Lightning's own files live in ``RUN/<phase>/lightning/`` (``checkpoints/
-last.ckpt`` every epoch and the best one; CSV and TensorBoard logs).
+``config.json``, the cell table, ``phase_summary.json``), self-contained, so it can be copied or served as
+is. Lightning's own files live in ``RUN/lightning/<phase>/`` (``checkpoints/last.ckpt`` every epoch and the
+best one; ``logs/metrics.csv``; ``tensorboard/``).
 
 Resuming: run the same command again. A phase whose export is complete is skipped; a phase with a
 ``last.ckpt`` continues from it; the config must be the one the run started with (``RUN/config.json``).
@@ -454,7 +455,7 @@ def train(
             cache_root = cache_base / name
         dm = GeopakDataModule(cfg, phase, train_rows, val_rows, model, cache_root, fps, image_dataset)
 
-        trainer = _make_trainer(cfg, phase, pdir, callbacks or [])
+        trainer = _make_trainer(cfg, phase, _lightning_dir(out, phase), callbacks or [])
         world = trainer.world_size
         steps_per_epoch = dm.steps_per_epoch(world)
         total = phase.epochs * steps_per_epoch
@@ -464,7 +465,7 @@ def train(
             model, loss_fn, phase, total_steps=total, seed=cfg.trainer.seed, validation=cfg.validation,
             monitor=cfg.monitor, rare_provinces=rare,
         )
-        last = pdir / "lightning" / "checkpoints" / "last.ckpt"
+        last = _lightning_dir(out, phase) / "checkpoints" / "last.ckpt"
         ckpt_path = str(last) if last.exists() else None
         if ckpt_path:
             logger.info("%s: resuming from %s", phase.name, last)
@@ -587,7 +588,12 @@ def _first_diff(a: Any, b: Any, path: str = "") -> str:
     return f"{path}: {a!r} in the run vs {b!r} now"
 
 
-def _make_trainer(cfg: TrainConfig, phase: PhaseConfig, pdir: Path, extra_callbacks: list[Any]) -> Any:
+def _lightning_dir(out: Path, phase: PhaseConfig) -> Path:
+    """Lightning's files of a phase (checkpoints for resume, CSV/TensorBoard logs), apart from the export."""
+    return out / "lightning" / phase.name
+
+
+def _make_trainer(cfg: TrainConfig, phase: PhaseConfig, ldir: Path, extra_callbacks: list[Any]) -> Any:
     import warnings
 
     import lightning.pytorch as pl
@@ -597,7 +603,6 @@ def _make_trainer(cfg: TrainConfig, phase: PhaseConfig, pdir: Path, extra_callba
     # Frozen encoders stay in eval mode on purpose (batch-norm statistics); Lightning would warn each phase.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     t = cfg.trainer
-    ldir = pdir / "lightning"
     ckpt = ModelCheckpoint(
         dirpath=ldir / "checkpoints",
         filename="best-{epoch:03d}",
