@@ -47,7 +47,7 @@ def _macro_median_km(plat: np.ndarray, plon: np.ndarray, tlat: np.ndarray, tlon:
     return float(np.mean([np.median(err[prov == p]) for p in PROVINCE_NAMES if (prov == p).any()]))
 
 
-def _knn_predict(z_tr: np.ndarray, lat_tr: np.ndarray, lon_tr: np.ndarray, z_te: np.ndarray, k: int = 7) -> tuple[np.ndarray, np.ndarray]:
+def _knn_medoid(z_tr: np.ndarray, lat_tr: np.ndarray, lon_tr: np.ndarray, z_te: np.ndarray, k: int = 7) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours in feature space; predict the neighbours' medoid (robust to split votes)."""
     d = ((z_te[:, None, :] - z_tr[None, :, :]) ** 2).sum(-1)
     nn = np.argsort(d, axis=1)[:, :k]
@@ -59,19 +59,23 @@ def _knn_predict(z_tr: np.ndarray, lat_tr: np.ndarray, lon_tr: np.ndarray, z_te:
 
 
 def test_knn_on_colour_features_beats_the_prior_and_shuffled_coordinates_do_not(signal_set: pd.DataFrame) -> None:
+    """5-fold cross-validation, so every image is a held-out test image once (~100 per province)."""
     df = signal_set
     x = np.stack([_features(p) for p in df["path"]])
     lat, lon, prov = df["lat"].to_numpy(), df["lon"].to_numpy(), df["province"].to_numpy()
+    n = len(df)
     rng = np.random.default_rng(0)
-    perm = rng.permutation(len(df))
-    tr, te = perm[: int(0.7 * len(df))], perm[int(0.7 * len(df)) :]
-    mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
-    z = (x - mu) / sd
-    gm_lat, gm_lon = geometric_median(lat[tr], lon[tr])
-    prior = _macro_median_km(np.full(te.size, gm_lat), np.full(te.size, gm_lon), lat[te], lon[te], prov[te])
-    knn = _macro_median_km(*_knn_predict(z[tr], lat[tr], lon[tr], z[te]), lat[te], lon[te], prov[te])
-    shuf = rng.permutation(tr.size)
-    shuffled = _macro_median_km(*_knn_predict(z[tr], lat[tr][shuf], lon[tr][shuf], z[te]), lat[te], lon[te], prov[te])
+    pred = {name: (np.zeros(n), np.zeros(n)) for name in ("prior", "knn", "shuffled")}
+    for te in np.array_split(rng.permutation(n), 5):
+        tr = np.setdiff1d(np.arange(n), te)
+        mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
+        z_tr, z_te = (x[tr] - mu) / sd, (x[te] - mu) / sd
+        gm_lat, gm_lon = geometric_median(lat[tr], lon[tr])
+        pred["prior"][0][te], pred["prior"][1][te] = gm_lat, gm_lon
+        pred["knn"][0][te], pred["knn"][1][te] = _knn_medoid(z_tr, lat[tr], lon[tr], z_te)
+        shuf = rng.permutation(tr.size)
+        pred["shuffled"][0][te], pred["shuffled"][1][te] = _knn_medoid(z_tr, lat[tr][shuf], lon[tr][shuf], z_te)
+    prior, knn, shuffled = (_macro_median_km(*pred[k], lat, lon, prov) for k in ("prior", "knn", "shuffled"))
     print(f"macro median km: prior {prior:.0f}, k-NN {knn:.0f}, k-NN on shuffled coordinates {shuffled:.0f}")
     assert knn < 0.8 * prior, (knn, prior)
     assert shuffled > 0.9 * prior, (shuffled, prior)

@@ -252,13 +252,29 @@ def _load_for_preview(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     return read_manifest(p)
 
 
+def _varied_order(df: pd.DataFrame, scenes: pd.DataFrame | None) -> pd.DataFrame:
+    """Rows reordered so each province's first rows cycle through its kinds of shot (sampling mode and beach
+    view, from ``scenes.parquet``); without scene metadata the manifest order is kept."""
+    if scenes is None or not {"id", "mode", "beach_view"} <= set(scenes.columns):
+        return df
+    key = scenes.set_index("id").reindex(df["id"])
+    kind = (key["mode"].astype(str) + np.where(key["beach_view"].fillna(False).astype(bool), "+beach", "")).to_numpy()
+    df = df.assign(_kind=kind, _pos=np.arange(len(df)))
+    df["_rank"] = df.groupby(["province", "_kind"]).cumcount()
+    return df.sort_values(["_rank", "_pos"], kind="stable").drop(columns=["_kind", "_pos", "_rank"])
+
+
 def preview(
     source: str | os.PathLike | pd.DataFrame,
     path: str | os.PathLike,
     per_province: int = 8,
     tile: int = 128,
 ) -> Path:
-    """A contact sheet PNG: one row per province (canonical order), the first ``per_province`` images of each.
+    """A contact sheet PNG: one row per province (canonical order), ``per_province`` images each.
+
+    When the dataset folder's ``scenes.parquet`` is available the images of a province are taken round-robin
+    over its kinds of shot (urban, hotspot, rural, beach view), so the sheet shows the variety; otherwise the
+    first images in manifest order.
 
     Args:
         source: a dataset folder, its manifest file, or a manifest DataFrame (absolute or working-folder paths).
@@ -274,6 +290,12 @@ def preview(
     from geopak.data.images import open_image
 
     df = _load_for_preview(source)
+    scenes = None
+    if len(df):
+        folder = Path(df["path"].iloc[0]).parents[2]
+        if (folder / "scenes.parquet").exists():
+            scenes = pd.read_parquet(folder / "scenes.parquet")
+    df = _varied_order(df, scenes)
     label_w = 56
     sheet = Image.new("RGB", (label_w + per_province * tile, len(PROVINCES) * tile), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)

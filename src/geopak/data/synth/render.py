@@ -80,7 +80,7 @@ _VIVID = np.array(
 )
 # Fixed projections of the 10 style fields onto the style parameters (world seed, not dataset seed).
 _STYLE_RNG = np.random.default_rng([0x6E09A4, 11])
-_STYLE_TO_MATERIAL = _STYLE_RNG.normal(0.0, 0.55, size=(10, 10)).astype(np.float32)
+_STYLE_TO_MATERIAL = _STYLE_RNG.normal(0.0, 0.8, size=(10, 10)).astype(np.float32)
 _STYLE_TO_MATERIAL[7:] *= 1.6  # town-scale fields weigh more on a town's materials
 _STYLE_TO_SIGN = _STYLE_RNG.normal(0.0, 1.0, size=(10, 2)).astype(np.float32)
 _TINT_MIX = np.array([[1.0, -0.3, -0.7], [-0.5, 1.0, -0.5], [-0.6, -0.2, 1.0]], dtype=np.float32)
@@ -100,24 +100,29 @@ def _sigmoid(x: float) -> float:
 
 @lru_cache(maxsize=512)
 def _interp_index(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
-    """Knot index and smooth-step weight (float32) of n_out samples spread over n_in knots."""
+    """Knot indices (4, n_out) and cubic B-spline weights (4, n_out) of n_out samples over n_in knots."""
     p = np.linspace(0.0, n_in - 1.0, n_out)
-    i0 = np.minimum(np.floor(p).astype(np.intp), n_in - 2)
-    t = p - i0
-    return i0, (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+    i = np.floor(p).astype(np.intp)
+    t = p - i
+    idx = np.clip(i[None, :] + np.arange(-1, 3)[:, None], 0, n_in - 1)
+    w = np.stack(
+        [(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3]
+    ) / 6.0
+    return idx, w.astype(np.float32)
 
 
 def _noise(rng: np.random.Generator, h: int, w: int, gh: int, gw: int) -> np.ndarray:
-    """Smooth noise (h, w) float32, N(0, 1) at the knots: a gh x gw random grid, smooth-step interpolated.
+    """Smooth noise (h, w) float32 of unit-ish variance: a gh x gw random grid, cubic B-spline interpolated.
 
-    Gathers and lerps only (no BLAS, whose threads misbehave on tiny products in busy worker pools).
+    Gathers and weighted sums only (no BLAS, whose threads misbehave on tiny products in busy worker pools);
+    the B-spline leaves no plateaus or seams at the knots.
     """
     gh, gw = max(int(gh), 2), max(int(gw), 2)
-    g = rng.standard_normal((gh, gw), dtype=np.float32)
-    iy, ty = _interp_index(h, gh)
-    ix, tx = _interp_index(w, gw)
-    rows = g[iy] + (g[iy + 1] - g[iy]) * ty[:, None]
-    return rows[:, ix] + (rows[:, ix + 1] - rows[:, ix]) * tx[None, :]
+    g = rng.standard_normal((gh, gw), dtype=np.float32) * np.float32(2.15)
+    iy, wy = _interp_index(h, gh)
+    ix, wx = _interp_index(w, gw)
+    rows = g[iy[0]] * wy[0][:, None] + g[iy[1]] * wy[1][:, None] + g[iy[2]] * wy[2][:, None] + g[iy[3]] * wy[3][:, None]
+    return rows[:, ix[0]] * wx[0] + rows[:, ix[1]] * wx[1] + rows[:, ix[2]] * wx[2] + rows[:, ix[3]] * wx[3]
 
 
 def _hash(i: np.ndarray, j: np.ndarray, salt: int) -> np.ndarray:
@@ -159,19 +164,19 @@ class _Shot:
             self.heading = (g("sea_bearing") + rng.normal(0.0, 20.0)) % 360.0
         else:
             self.heading = rng.uniform(0.0, 360.0)
-        elevated = rng.random() < (0.15 + 0.2 * g("rough"))
+        elevated = rng.random() < (0.08 + 0.15 * g("rough"))
         self.cam_h = rng.uniform(6.0, 40.0) if elevated else rng.uniform(1.4, 2.0)
-        self.y0 = size * rng.uniform(0.40, 0.56)
+        self.y0 = size * rng.uniform(0.42, 0.54)
         # Season and time.
         self.season = int(rng.choice(4, p=[0.25, 0.25, 0.3, 0.2]))  # winter, spring, summer, autumn
-        self.tod = str(rng.choice(["day", "golden", "dusk"], p=[0.86, 0.11, 0.03]))
+        self.tod = str(rng.choice(["day", "golden", "dusk"], p=[0.9, 0.08, 0.02]))
         self.sun_side = rng.choice([-1.0, 1.0])
         # Weather by climate.
         lowland = g("floor") < 700
         plains_north = lowland and 28.0 < lat < 34.8 and self.pid in (1, 2, 3)
-        p_fog = 0.45 if (plains_north and self.season == 0) else 0.03
-        p_dust = (0.03 + 0.2 * g("desert")) * (1.4 if self.season in (1, 2) else 0.6)
-        p_rain = 0.03 + (0.15 if (self.season == 2 and lat > 30.5 and self.pid != 5) else 0.0) + 0.08 * (g("floor") > 1500)
+        p_fog = 0.35 if (plains_north and self.season == 0) else 0.02
+        p_dust = (0.02 + 0.15 * g("desert")) * (1.4 if self.season in (1, 2) else 0.6)
+        p_rain = 0.02 + (0.12 if (self.season == 2 and lat > 30.5 and self.pid != 5) else 0.0) + 0.06 * (g("floor") > 1500)
         p_rain = min(p_rain, 0.35)
         p_clear = max(1.0 - p_fog - p_dust - p_rain, 0.1)
         w = np.array([p_clear, p_fog, p_dust, p_rain])
@@ -205,7 +210,7 @@ class _Shot:
         sig_w = g("settle_w")
         sig = signatures[int(g("settle"))]
         self.sig, self.sig_w = sig, sig_w
-        logits = 1.5 * _PROV_MATERIAL[self.pid] + style @ _STYLE_TO_MATERIAL
+        logits = 2.0 * _PROV_MATERIAL[self.pid] + style @ _STYLE_TO_MATERIAL
         dom = np.zeros(10, dtype=np.float32)
         dom[int(np.argmax(sig[:10]))] = 1.0
         logits = logits + sig_w * (3.2 * dom + 1.5 * (sig[:10] - 0.5))
@@ -225,9 +230,13 @@ class _Shot:
         )
         self.width_scale = 0.7 + 0.7 * float(sig[15])
         # District-scale tints: soil and wall colour drift smoothly across the country.
-        self.soil_tint = (1.0 + 0.07 * np.tanh(style[3:6] @ _TINT_MIX)).astype(np.float32)
+        self.soil_tint = (
+            1.0 + 0.07 * np.tanh(style[0:3] @ _TINT_MIX) + 0.06 * np.tanh(style[3:6] @ _TINT_MIX)
+        ).astype(np.float32)
         self.town_tint = (1.0 + 0.12 * sig_w * (sig[[2, 5, 8]] - 0.5) * 2.0).astype(np.float32)
-        self.wall_tint = (1.0 + 0.08 * np.tanh(style[4:7] @ _TINT_MIX[::-1])).astype(np.float32)
+        self.wall_tint = (
+            1.0 + 0.1 * np.tanh(style[0:3] @ _TINT_MIX[::-1]) + 0.08 * np.tanh(style[4:7] @ _TINT_MIX[::-1])
+        ).astype(np.float32)
         self.p_pitched = 0.9 * _sigmoid((g("floor") - 1250.0) / 260.0) + (0.25 if self.pid == 6 else 0.0)
 
 
@@ -242,13 +251,13 @@ def _sky(sh: _Shot, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
     zen = _mix(np.array([0.24, 0.47, 0.80], np.float32), [0.10, 0.28, 0.72], alt)
     hor = np.array([0.72, 0.81, 0.92], np.float32)
     low = 1.0 - min(max((sh.g("floor") - 200.0) / 1000.0, 0.0), 1.0)
-    if sh.g("coast_km") < 30:  # humid sea haze: white-grey
-        hor = _mix(hor, [0.86, 0.87, 0.86], 0.7)
-        zen = _mix(zen, [0.52, 0.64, 0.80], 0.4)
-    elif low > 0:  # plains: milky brown aerosol haze, more over the irrigated (vegetated) plains
-        k = low * (0.4 + 0.5 * sh.g("veg"))
-        hor = _mix(hor, [0.84, 0.80, 0.70], k)
-        zen = _mix(zen, [0.58, 0.64, 0.74], 0.6 * k)
+    if sh.g("coast_km") < 40:  # humid sea haze: cool white
+        hor = _mix(hor, [0.84, 0.89, 0.92], 0.8)
+        zen = _mix(zen, [0.50, 0.66, 0.84], 0.5)
+    elif low > 0:  # plains: brown-yellow aerosol haze, thicker over the irrigated (vegetated) plains
+        k = low * (0.3 + 0.7 * sh.g("veg"))
+        hor = _mix(hor, [0.82, 0.75, 0.60], k)
+        zen = _mix(zen, [0.60, 0.63, 0.68], 0.7 * k)
     if sh.g("desert") > 0.3 and sh.g("floor") < 1800:  # desert: pale, dusty blue
         hor = _mix(hor, [0.88, 0.84, 0.74], 0.5 * sh.g("desert"))
     if sh.weather == "dust":
@@ -433,7 +442,7 @@ def _ground(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.ndar
     if col.shape != (3, gh, w):
         col = np.broadcast_to(col, (3, gh, w)).astype(np.float32)
     if sh.beach:  # sea band, surf line and sand between the camera and the shore
-        shore = rng.uniform(25.0, 220.0)
+        shore = rng.uniform(3.0, 40.0)
         sea_c = _mix(np.array([0.16, 0.36, 0.48], np.float32), haze, 0.35)
         waves = 0.08 * np.sin(Z * 0.9 + 2.0 * n_mid) * np.exp(Z * np.float32(-1.0 / 400.0))
         sea_img = _c(sea_c) * (1.0 + waves)[None]
@@ -503,6 +512,44 @@ def _paint(img: np.ndarray, depth: np.ndarray, top: int, a: int, m: np.ndarray, 
     reg[:] = np.where(m[None], c, reg)
     d = depth[top : top + mh, a : a + mw]
     d[m] = z
+
+
+def _walls(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.ndarray, road: tuple[float, float]) -> None:
+    """Compound and boundary walls: long, low, in the place's dominant material, beside the road."""
+    _, h, w = img.shape
+    urban = sh.g("urban")
+    n = int(rng.poisson(0.2 + 1.6 * urban + 0.6 * (sh.g("mode_id") == 2)))
+    if n == 0 or sh.beach:
+        return
+    mat = int(np.argmax(sh.mat_p)) if rng.random() < 0.7 else int(rng.choice(len(MATERIALS), p=sh.mat_p))
+    xc, half = road
+    for _ in range(min(n, 3)):
+        z = rng.uniform(7.0, 70.0)
+        side = rng.choice([-1.0, 1.0])
+        inner = (xc if xc == xc else rng.uniform(-20.0, 20.0)) + side * (half + rng.uniform(1.0, 3.0))
+        outer = inner + side * rng.uniform(15.0, 80.0)
+        left, right = min(inner, outer), max(inner, outer)
+        hgt = rng.uniform(1.8, 3.2)
+        xl, xr, yt, yb = _project(sh, (left + right) / 2, z, hgt, right - left, w)
+        a, b, top, bot = max(xl, 0), min(xr, w), max(yt, 0), min(yb, h)
+        if b <= a or bot <= top:
+            continue
+        col = _MAT_RGB[mat] * sh.wall_tint * np.float32(rng.uniform(0.85, 1.0))
+        yy = np.arange(top, bot, dtype=np.float32)[:, None]
+        xx = np.arange(a, b, dtype=np.float32)[None, :]
+        lum = np.ones((bot - top, b - a), np.float32)
+        course = max((yb - yt) / 9.0, 1.0)  # brick or block courses
+        if course >= 1.5:
+            lum = np.where(np.mod(yy - yt, course) < 0.6, np.float32(0.88), lum)
+        lum[: max(1, int(course))] *= 0.85  # coping
+        reg = _c(col) * lum[None]
+        gw = (yb - yt) * 0.9
+        if rng.random() < 0.5 and xr - xl > 3 * gw:  # a gate
+            gx = xl + rng.uniform(0.2, 0.8) * (xr - xl)
+            gate = (np.abs(xx - gx) < gw / 2) & (yy > yt + 0.15 * (yb - yt))
+            reg = np.where(gate[None], _c(_VIVID[int(rng.integers(10))] * np.float32(0.6)), reg)
+        img[:, top:bot, a:b] = reg
+        depth[top:bot, a:b] = z
 
 
 def _buildings(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.ndarray, road: tuple[float, float]) -> None:
@@ -786,6 +833,7 @@ def render(
     X, Z, r0 = _ground(sh, rng, img, depth, hz, haze)
     road = _road(sh, rng, img, X, Z, r0)
     _buildings(sh, rng, img, depth, road)
+    _walls(sh, rng, img, depth, road)
     _trees(sh, rng, img, depth, road)
     _street_life(sh, rng, img, depth, road)
     # Light (the sky takes the light's tint too), then haze over everything that is not sky.
