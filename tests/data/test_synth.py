@@ -97,7 +97,7 @@ def test_every_province_present_and_labels_come_from_the_lookup(signal_set: pd.D
 def test_manifest_validates_with_zero_rejects(signal_set: pd.DataFrame) -> None:
     from geopak.data.validate import validate_manifest
 
-    accepted, rejects, summary = validate_manifest(signal_set, workers=4)
+    _, rejects, summary = validate_manifest(signal_set, workers=4)
     assert len(rejects) == 0, rejects.head().to_dict("records")
     assert summary["accepted"] == SIGNAL_N
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from geopak.provinces import PROVINCES
 
-__all__ = ["RENDER_STREAM", "SOURCE", "LICENCE", "ATTRIBUTION", "generate", "preview", "render_images"]
+__all__ = ["ATTRIBUTION", "LICENCE", "RENDER_STREAM", "SOURCE", "generate", "preview", "render_images"]
 
 logger = logging.getLogger(__name__)
 

@@ -291,7 +291,7 @@ def sample_locations(
             if have >= need:
                 break
             rng = np.random.default_rng([int(seed), 0x5EA7, p.id, rnd])
-            m = int(math.ceil((need - have) * 1.5)) + 16
+            m = math.ceil((need - have) * 1.5) + 16
             lat, lon, mode, anchor = _candidates(world, pools, p.id, m, rng)
             lab = lookup(lat, lon)
             ok = np.asarray(lab == p.name, dtype=bool)

@@ -32,7 +32,7 @@ import numpy as np
 from geopak.data.synth.scene import SCENE_COLUMNS, offset_deg
 from geopak.data.synth.world import World
 
-__all__ = ["render", "MATERIALS"]
+__all__ = ["MATERIALS", "render"]
 
 _C = {name: i for i, name in enumerate(SCENE_COLUMNS)}
 
@@ -146,11 +146,12 @@ def _gain(c: np.ndarray) -> np.ndarray:
 
 
 class _Shot:
-    """Everything drawn for one photo: camera, time, weather, style. Plain attributes; built by ``_draw``."""
+    """Everything drawn for one photo before painting: camera, season, time of day, weather, visibility, snow
+    line, and the place's style (materials, roof, sign and window colours, tints). Plain attributes."""
 
     def __init__(self, row: np.ndarray, rng: np.random.Generator, size: int, signatures: np.ndarray) -> None:
         self.row = row
-        g = lambda k: float(row[_C[k]])  # noqa: E731
+        g = lambda k: float(row[_C[k]])
         self.g = g
         self.size = size
         self.pid = int(g("province_id"))
@@ -233,7 +234,7 @@ class _Shot:
         self.soil_tint = (
             1.0 + 0.07 * np.tanh(style[0:3] @ _TINT_MIX) + 0.06 * np.tanh(style[3:6] @ _TINT_MIX)
         ).astype(np.float32)
-        self.town_tint = (1.0 + 0.12 * sig_w * (sig[[2, 5, 8]] - 0.5) * 2.0).astype(np.float32)
+        self.town_tint = (1.0 + 0.06 * sig_w * (sig[[2, 5, 8]] - 0.5) * 2.0).astype(np.float32)
         self.wall_tint = (
             1.0 + 0.1 * np.tanh(style[0:3] @ _TINT_MIX[::-1]) + 0.08 * np.tanh(style[4:7] @ _TINT_MIX[::-1])
         ).astype(np.float32)
@@ -274,7 +275,7 @@ def _sky(sh: _Shot, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
         zen = np.array([0.08, 0.10, 0.26], np.float32)
     t = np.clip((sh.y0 - np.arange(h, dtype=np.float32)) / max(sh.y0, 1.0), 0.0, 1.0) ** 0.55
     sky = np.broadcast_to(_c(hor) + _c(zen - hor) * t[None, :, None], (3, h, w)).copy()
-    hs = min(int(math.ceil(sh.y0)) + 1, h)
+    hs = min(math.ceil(sh.y0) + 1, h)
     if sh.cloud > 0.02 and hs > 2:
         n = _noise(rng, hs, w, 4, 7) + 0.5 * _noise(rng, hs, w, 9, 15)
         thr = 1.6 - 2.6 * sh.cloud
@@ -341,8 +342,8 @@ def _mountains(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.n
         amp = 0.1 + 0.5 * rough
         smooth = np.maximum(hpx * (1.0 + amp * 0.6 * n1), 0.0)
         hpx = np.maximum(smooth + hpx * amp * (0.3 * n2 + 0.12 * n3), 0.0)
-        r_top = max(int(math.floor(sh.y0 - hpx.max())), 0)
-        r_bot = min(int(math.ceil(sh.y0)) + 1, h)
+        r_top = max(math.floor(sh.y0 - hpx.max()), 0)
+        r_bot = min(math.ceil(sh.y0) + 1, h)
         if r_bot <= r_top:
             continue
         ys = np.arange(r_top, r_bot, dtype=np.float32)[:, None]
@@ -382,7 +383,7 @@ def _mountains(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.n
 def _ground(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.ndarray, hz: dict[str, np.ndarray], haze: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Paint the ground below the horizon; returns ground-plane X, Z (m) of the painted rows and the first row."""
     _, h, w = img.shape
-    r0 = int(math.floor(sh.y0)) + 1
+    r0 = math.floor(sh.y0) + 1
     if r0 >= h:
         return np.zeros((0, w), np.float32), np.zeros((0, w), np.float32), h
     gh = h - r0
@@ -501,7 +502,7 @@ def _project(sh: _Shot, X: float, z: float, hgt: float, wid: float, w: int) -> t
     xr = w / 2 + sh.f * (X + wid / 2) / z
     yb = sh.y0 + sh.f * sh.cam_h / z
     yt = yb - sh.f * hgt / z
-    return int(round(xl)), int(round(xr)), int(round(yt)), int(round(yb))
+    return round(xl), round(xr), round(yt), round(yb)
 
 
 def _paint(img: np.ndarray, depth: np.ndarray, top: int, a: int, m: np.ndarray, col: np.ndarray, z: float) -> None:
@@ -526,7 +527,7 @@ def _walls(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.ndarr
     for _ in range(min(n, 3)):
         z = rng.uniform(7.0, 70.0)
         side = rng.choice([-1.0, 1.0])
-        inner = (xc if xc == xc else rng.uniform(-20.0, 20.0)) + side * (half + rng.uniform(1.0, 3.0))
+        inner = (xc if not math.isnan(xc) else rng.uniform(-20.0, 20.0)) + side * (half + rng.uniform(1.0, 3.0))
         outer = inner + side * rng.uniform(15.0, 80.0)
         left, right = min(inner, outer), max(inner, outer)
         hgt = rng.uniform(1.8, 3.2)
@@ -567,7 +568,7 @@ def _buildings(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.n
     z = np.concatenate([rng.uniform(10.0, 60.0, nb // 3), rng.uniform(60.0, 500.0, nb - nb // 3)])
     side = np.where(rng.random(nb) < 0.5, -1.0, 1.0)
     lateral = np.abs(rng.normal(0.0, 0.55, nb)) * z * 0.9 + (half if half > 0 else 1.0) + 3.0
-    X = (xc if xc == xc else 0.0) + side * lateral
+    X = (xc if not math.isnan(xc) else 0.0) + side * lateral
     wid = rng.uniform(5.0, 16.0, nb) * sh.width_scale
     storeys = 1 + rng.poisson(tall - 1.0, nb) if tall > 1.0 else np.ones(nb, dtype=np.int64)
     storeys = np.minimum(storeys, 18)
@@ -704,7 +705,7 @@ def _trees(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.ndarr
     cc = np.array((0.85, 0.70, 0.20) if (kind == "poplar" and sh.season == 3) else canopy, np.float32)
     z = rng.uniform(5.0, 250.0, nt)
     xc, half = road
-    X = (xc if xc == xc else 0.0) + rng.normal(0.0, 0.6, nt) * z + np.where(rng.random(nt) < 0.5, -1, 1) * (half + 1.5)
+    X = (xc if not math.isnan(xc) else 0.0) + rng.normal(0.0, 0.6, nt) * z + np.where(rng.random(nt) < 0.5, -1, 1) * (half + 1.5)
     height = base_h * rng.uniform(0.6, 1.3, nt)
     tone = rng.uniform(0.8, 1.15, nt)
     for i in np.argsort(-z, kind="stable"):
@@ -740,7 +741,7 @@ def _street_life(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np
     _, h, w = img.shape
     urban = sh.g("urban")
     xc, half = road
-    if xc == xc:
+    if not math.isnan(xc):
         for _ in range(int(rng.poisson(0.5 + 4.0 * urban))):
             z = rng.uniform(8.0, 120.0)
             kind = rng.random()
@@ -763,7 +764,7 @@ def _street_life(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np
             depth[top:bot, a:b] = z
     for _ in range(int(rng.poisson(0.3 + 4.0 * urban))):  # people
         z = rng.uniform(6.0, 80.0)
-        X = (xc if xc == xc else 0.0) + rng.normal(0.0, 0.5) * z
+        X = (xc if not math.isnan(xc) else 0.0) + rng.normal(0.0, 0.5) * z
         xl, xr, yt, yb = _project(sh, X, z, 1.7, 0.5, w)
         a, b, top, bot = max(xl, 0), min(xr + 1, w), max(yt, 0), min(yb, h)
         c = _VIVID[int(rng.integers(10))] * 0.8 if rng.random() < 0.4 else np.array([0.85, 0.84, 0.80], np.float32) * np.float32(rng.uniform(0.5, 1.0))
@@ -775,7 +776,7 @@ def _street_life(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np
     if rng.random() < 0.05 + 0.25 * urban:  # poles and wires
         for _ in range(int(rng.integers(1, 4))):
             z = rng.uniform(8.0, 60.0)
-            X = (xc if xc == xc else 0.0) + rng.choice([-1.0, 1.0]) * (half + rng.uniform(1.0, 4.0))
+            X = (xc if not math.isnan(xc) else 0.0) + rng.choice([-1.0, 1.0]) * (half + rng.uniform(1.0, 4.0))
             xl, xr, yt, yb = _project(sh, X, z, 9.0, 0.3, w)
             a, b, top, bot = max(xl, 0), min(max(xr, xl + 1), w), max(yt, 0), min(yb, h)
             if b > a and bot > top:

@@ -15,7 +15,7 @@ import numpy as np
 
 from geopak.data.synth.world import KM_PER_DEG, World
 
-__all__ = ["SCENE_COLUMNS", "scene_table", "offset_deg"]
+__all__ = ["SCENE_COLUMNS", "offset_deg", "scene_table"]
 
 SCENE_COLUMNS: tuple[str, ...] = (
     "lat", "lon", "province_id", "mode_id",

