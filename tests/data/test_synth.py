@@ -199,3 +199,17 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     generate(2, tmp_path / "c", size=64, workers=1)
     with pytest.raises(FileExistsError, match="overwrite"):
         generate(2, tmp_path / "c", size=64, workers=1)
+
+
+def test_labels_follow_province_polygons_when_given(tmp_path: Path, boundaries_path: Path) -> None:
+    from geopak.boundaries import lookup_provinces
+    from geopak.data.validate import validate_manifest
+
+    df = generate(70, tmp_path, seed=2, size=64, workers=1, proportions=[1] * 7, boundaries=boundaries_path)
+    res = lookup_provinces(df["lat"].to_numpy(), df["lon"].to_numpy(), boundaries_path)
+    assert res.method == "polygons"
+    assert np.array_equal(np.asarray(res.province, dtype=object), df["province"].to_numpy(dtype=object))
+    assert (df["province"].value_counts() == 10).all()
+    _, rejects, _ = validate_manifest(df, boundaries=boundaries_path, workers=2)
+    assert len(rejects) == 0, rejects.head().to_dict("records")
+    assert "polygons" in (tmp_path / "CARD.md").read_text()

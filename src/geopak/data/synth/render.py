@@ -53,7 +53,7 @@ _MAT_RGB = np.array([m[1] for m in MATERIALS], dtype=np.float32)
 # Province (canonical order) -> material logits: Sindh, Punjab, KP, ICT, GB, Balochistan, AJK.
 _PROV_MATERIAL = np.array(
     [
-        [0.2, 1.2, 1.0, 1.0, 0.8, 0.6, 0.3, -1.0, -1.5, 0.5],
+        [0.2, 1.6, 0.0, 0.5, 1.0, 0.9, 0.3, -1.0, -1.5, 0.8],
         [1.8, 0.9, 0.4, 0.6, -0.5, -0.5, 0.0, -1.0, -1.5, 0.3],
         [0.6, 1.0, 0.0, 0.4, -1.0, -0.5, 1.0, 0.6, -0.5, -0.5],
         [0.3, 0.6, 1.8, 1.0, -0.5, -0.5, -1.5, -0.5, -1.5, -0.5],
@@ -184,10 +184,7 @@ class _Shot:
         self.weather = str(rng.choice(["clear", "fog", "dust", "rain"], p=w / w.sum()))
         # Clear-day visibility: smoggy irrigated plains and the humid coast are hazy, the mountains clear.
         highland = min(max((g("floor") - 300.0) / 2200.0, 0.0), 1.0)
-        base_vis = 10.0 + 110.0 * highland**1.2
-        if g("coast_km") < 30:
-            base_vis *= 1.2
-        base_vis *= 1.0 + 0.8 * g("desert")
+        base_vis = (6.0 + 120.0 * highland**1.2) * (1.0 + 1.5 * g("desert"))
         self.vis_km = {
             "clear": base_vis * rng.uniform(0.6, 1.4),
             "fog": rng.uniform(0.08, 0.6),
@@ -253,12 +250,12 @@ def _sky(sh: _Shot, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
     hor = np.array([0.72, 0.81, 0.92], np.float32)
     low = 1.0 - min(max((sh.g("floor") - 200.0) / 1000.0, 0.0), 1.0)
     if sh.g("coast_km") < 40:  # humid sea haze: cool white
-        hor = _mix(hor, [0.84, 0.89, 0.92], 0.8)
-        zen = _mix(zen, [0.50, 0.66, 0.84], 0.5)
+        hor = _mix(hor, [0.84, 0.89, 0.92], 0.85)
+        zen = _mix(zen, [0.56, 0.70, 0.84], 0.7)
     elif low > 0:  # plains: brown-yellow aerosol haze, thicker over the irrigated (vegetated) plains
         k = low * (0.3 + 0.7 * sh.g("veg"))
         hor = _mix(hor, [0.82, 0.75, 0.60], k)
-        zen = _mix(zen, [0.60, 0.63, 0.68], 0.7 * k)
+        zen = _mix(zen, [0.60, 0.63, 0.68], 0.85 * k)
     if sh.g("desert") > 0.3 and sh.g("floor") < 1800:  # desert: pale, dusty blue
         hor = _mix(hor, [0.88, 0.84, 0.74], 0.5 * sh.g("desert"))
     if sh.weather == "dust":
@@ -354,25 +351,22 @@ def _mountains(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.n
         # Light: the broad slope of the skyline, fake hill shading from a ridge field, height, rock grain.
         shade = 1.0 + np.clip(np.gradient(smooth) * sh.sun_side * 0.25, -0.25, 0.25)
         bh = r_bot - r_top
-        kx = max(w // 9, 2)
-        ridges = _noise(rng, bh, w, max(bh // 7, 2), kx)
-        gx = np.gradient(ridges, axis=1) * np.float32(w / kx)
-        tex = ridges + 0.25 * _noise(rng, bh, w, max(bh // 3, 2), max(w // 5, 2))
+        # Fall lines: noise stretched vertically, lit on one side (gullies and spurs), plus fine grain.
+        kx = max(w // 7, 2)
+        ridges = _noise(rng, bh, w, max(bh // 14, 2), kx)
+        gx = np.clip(np.gradient(ridges, axis=1) * np.float32(w / kx) * sh.sun_side, -2.0, 2.0)
+        tex = _noise(rng, bh, w, max(bh // 4, 2), max(w // 8, 2))
         rel = np.clip((sh.y0 - ys) / np.maximum(hpx[None, :], 1.0), 0.0, 1.0)  # 0 at base, 1 at the ridge
-        lum = (
-            shade[None, :]
-            * (1.0 + (0.1 + 0.12 * rough) * np.clip(gx * sh.sun_side, -2.0, 2.0))
-            * (0.85 + 0.2 * rel)
-            * (1.0 + 0.05 * tex)
-        )
+        lum = shade[None, :] * (1.0 + (0.08 + 0.1 * rough) * gx) * (0.85 + 0.2 * rel) * (1.0 + 0.04 * tex)
         col = rock[:, None, :] * lum[None]
-        # Snow above the snow line (lower where Blue Marble shows ice), patchy where the rock is steep.
+        # Snow above the snow line (lower where Blue Marble shows ice): a soft ragged edge, and steep
+        # faces (strong side light) keep some rock.
         e_top = hz[f"{layer}_e"]
         sl = sh.snowline - 1800.0 * hz[f"{layer}_snow"]
         e_row = e_cam + (e_top - e_cam)[None, :] * rel
-        smask = (e_row + 350.0 * tex > sl[None, :]) & (rel > 0.05) & (tex > -0.9 + 0.5 * rel)
-        if smask.any():
-            col = np.where(smask[None], _c([0.93, 0.95, 0.98]) * lum[None], col)
+        alpha = np.clip((e_row - sl[None, :] + 220.0 * tex) / 300.0, 0.0, 1.0) * np.clip(1.4 - 0.35 * np.abs(gx), 0.3, 1.0)
+        if alpha.max() > 0:
+            col += (_c([0.93, 0.95, 0.98]) * lum[None] - col) * alpha[None]
         # Aerial perspective.
         t = np.clip(1.0 - np.exp(-dist / max(sh.vis_km, 0.05)), 0.0, 0.97).astype(np.float32)
         col += (_c(haze) - col) * t[None, None, :]
@@ -437,7 +431,8 @@ def _ground(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.ndar
         col = _c(_mix(base, [0.62, 0.60, 0.56], 0.35) * sh.town_tint) * (1.0 + 0.05 * n_mid + 0.2 * n_fine)[None]
     elif kind == "snow":
         col = _c([0.90, 0.92, 0.96]) * (1.0 + 0.04 * n_mid)[None]
-        col = np.where((n_mid < -1.0 + 0.5 * (sh.season != 0))[None], b * 0.7, col)
+        patches = _noise(rng, gh, w, max(gh // 2, 2), max(w // 10, 2))  # flattened like ground seen obliquely
+        col = np.where((patches < -1.3 + 0.5 * (sh.season != 0))[None], b * 0.7, col)
     else:
         col = b * (1.0 + 0.1 * n_mid + 0.2 * n_fine)[None]
     if col.shape != (3, gh, w):
@@ -477,8 +472,10 @@ def _road(sh: _Shot, rng: np.random.Generator, img: np.ndarray, X: np.ndarray, Z
         return float("nan"), 0.0
     sub = img[:, r0:]
     paved = urban > 0.25 or rng.random() < 0.3
-    if paved:
+    if paved:  # asphalt, dusty where the land is dry
         rc = np.array([0.32, 0.33, 0.35], np.float32) * np.float32(rng.uniform(0.85, 1.2))
+        base = _gain(np.array([sh.g("gcol_r"), sh.g("gcol_g"), sh.g("gcol_b")], np.float32))
+        rc = _mix(rc, base, 0.15 + 0.35 * sh.g("desert") + 0.15 * (1.0 - sh.g("veg")))
     else:
         rc = sub[:, road].mean(1) * np.float32(0.9)
     grain = 1.0 + 0.06 * (_hash(np.floor(X * 4), np.floor(Z * 4), 9) - 0.5)
@@ -695,7 +692,7 @@ def _trees(sh: _Shot, rng: np.random.Generator, img: np.ndarray, depth: np.ndarr
         kind = "conifer"
     elif floor > 1200:
         kind = "poplar"
-    elif lat < 27.8 and floor < 400 and (sh.g("coast_km") < 60 or palm_u < 0.35):
+    elif lat < 28.6 and floor < 400 and (sh.g("coast_km") < 60 or palm_u < 0.6):  # date and coconut palms
         kind = "palm"
     elif sh.g("desert") > 0.6:
         kind = "shrub"
