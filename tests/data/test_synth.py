@@ -196,9 +196,11 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         generate(0, tmp_path / "a")
     with pytest.raises(ValueError, match="size"):
         generate(3, tmp_path / "b", size=8)
-    generate(2, tmp_path / "c", size=64, workers=1)
+    generate(3, tmp_path / "c", size=64, workers=1)
     with pytest.raises(FileExistsError, match="overwrite"):
         generate(2, tmp_path / "c", size=64, workers=1)
+    generate(2, tmp_path / "c", size=64, workers=1, overwrite=True)
+    assert len(list((tmp_path / "c" / "images").rglob("*.jpg"))) == 2
 
 
 def test_labels_follow_province_polygons_when_given(tmp_path: Path, boundaries_path: Path) -> None:

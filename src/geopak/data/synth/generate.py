@@ -155,7 +155,8 @@ def generate(
             dataset's proportions.
         boundaries: province polygons for the lookup (file or loaded mapping); None uses the cached
             geoBoundaries file, else the offline GeoNames fallback.
-        overwrite: replace an existing dataset in ``out_dir`` (otherwise an existing manifest is an error).
+        overwrite: replace an existing dataset in ``out_dir``, removing its ``images/`` folder first (otherwise
+            an existing manifest is an error).
         progress: called as ``progress(done, total)`` while rendering.
         command: the command line recorded in the card (default: a Python call).
 
@@ -182,6 +183,10 @@ def generate(
         raise FileExistsError(
             f"{out / 'manifest.parquet'} already exists; choose an empty folder or pass overwrite=True (--overwrite)"
         )
+    if overwrite and (out / "manifest.parquet").exists() and (out / "images").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "images")  # the previous dataset's images (a smaller n would leave strays)
     out.mkdir(parents=True, exist_ok=True)
     world = load_world()
     lookup, lookup_desc = province_lookup(boundaries)
