@@ -19,8 +19,11 @@ def demo(
     workers: int = typer.Option(None, "--workers", help="Render processes (default: all cores)."),
     boundaries: Path = typer.Option(None, "--boundaries", help="Province boundaries GeoJSON/shapefile."),
 ) -> None:
-    """Generate GeoPak-Synth, validate, split, build geocells, train phases 0-1-2, evaluate against the
-    baselines and ablations, predict a few test images and write one report. Offline; CPU is enough."""
+    """Run the whole pipeline on GeoPak-Synth and write one report (offline; a CPU is enough).
+
+    Generates the data, validates and splits it, builds geocells, trains phases 0-1-2, evaluates against the
+    baselines and ablations, predicts a few test images and writes OUT/report.html.
+    """
     from rich.console import Console
 
     from geopak.demo import DemoOptions, headline, run_demo
