@@ -347,3 +347,14 @@ def test_bf16_autocast_close_to_fp32(tiny_checkpoint: Path) -> None:
     bf16 = GeopakPredictor(tiny_checkpoint, device="cpu", bf16=True).predict(img)
     assert geo.haversine_km(fp32["lat"], fp32["lon"], bf16["lat"], bf16["lon"]) < 50.0
     assert bf16["province_probs"]["Sindh"] == pytest.approx(fp32["province_probs"]["Sindh"], abs=0.05)
+
+
+def test_province_bias_shifts_the_province_choice() -> None:
+    model = _model(_cells({0: 4, 1: 4, 2: 4}))
+    out = _output(model, b=6, seed=7)
+    bias = torch.tensor([0.0, 40.0, 0, 0, 0, 0, 0])
+    pred = mixture(model, out, province_bias=bias)
+    assert pred.province.tolist() == [1] * 6
+    assert set(torch.as_tensor(model.cell_province)[pred.hyp_cell[:, :4]].flatten().tolist()) == {1}
+    zero = mixture(model, out, province_bias=torch.zeros(7))
+    torch.testing.assert_close(zero.lat, mixture(model, out).lat)

@@ -100,6 +100,7 @@ def mixture(
     mode: Literal["mixture", "argmax"] = "mixture",
     use_offsets: bool = True,
     confidence_km: float = DEFAULT_CONFIDENCE_KM,
+    province_bias: torch.Tensor | None = None,
 ) -> Prediction:
     """The mixture of hypotheses for a batch of model outputs.
 
@@ -113,6 +114,9 @@ def mixture(
         mode: ``"mixture"`` (p-weighted spherical mean) or ``"argmax"`` (the first hypothesis).
         use_offsets: add the offset head's refinement to each cell centre; ``False`` = bare centres.
         confidence_km: radius of the confidence mass.
+        province_bias: optional ``(7,)`` added to the province logits first (e.g. a logit adjustment from the
+            balanced training prior back to the data's prior; see
+            :func:`geopak.evaluate.baselines.province_logit_adjustment`).
 
     Returns:
         A :class:`Prediction` with H = top_provinces x top_cells hypotheses (after capping).
@@ -123,6 +127,8 @@ def mixture(
         raise ValueError(f"top_provinces and top_cells must be >= 1, got {top_provinces}, {top_cells}")
     plog = out.province_logits.float()
     device = plog.device
+    if province_bias is not None:
+        plog = plog + torch.as_tensor(province_bias, device=device, dtype=plog.dtype)
     b = plog.shape[0]
     pidx = _as_long(model.padded_index, device)  # (7, K)
     pos_dtype = torch.float32 if device.type == "mps" else torch.float64  # positions: keep metres exact

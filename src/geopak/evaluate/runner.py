@@ -8,19 +8,19 @@ baseline then run on those same features.
 
 Methods of ``--compare`` (one table, same split):
 
-===================== ====================================================================================
-``geopak``            the checkpoint, mixture of top-2 provinces x top-5 cells with offsets
-``geopak_argmax``     same model, best province -> best cell -> its offset (inference-only ablation)
-``geopak_no_offset``  same model, mixture of bare cell centres (inference-only ablation)
-``geopak_retrieval``  mixture whose hypotheses are pulled toward their cell's most similar training images
-``prior``             the training set's geometric median for every image
-``knn``               k-NN retrieval on the checkpoint's fused embedding, training images as the index
-``flat_cells``        a flat classifier over all cells (no province level) on the cached features
-``regression``        a direct (lat, lon) MLP on the cached features, haversine loss
-``geopak_heads_only`` retrained: phases 0-1 (frozen encoders) of the checkpoint's own training config
-``geopak_no_smoothing`` retrained like ``geopak_heads_only`` with one-hot geocell targets
-``geopak_no_gate``    retrained like ``geopak_heads_only`` with ``fusion = "mean"``
-===================== ====================================================================================
+- ``geopak``: the checkpoint, mixture of top-2 provinces x top-5 cells with offsets.
+- ``geopak_argmax``: same model, best province -> best cell -> its offset (inference-only ablation).
+- ``geopak_no_offset``: same model, mixture of bare cell centres (inference-only ablation).
+- ``geopak_retrieval``: mixture whose hypotheses are pulled toward their cell's most similar training images.
+- ``prior``: the training set's geometric median for every image.
+- ``knn``: k-NN retrieval on the checkpoint's fused embedding, training images as the index.
+- ``flat_cells``: a flat classifier over all cells (no province level) on the cached features.
+- ``regression``: a direct (lat, lon) MLP on the cached features, haversine loss.
+- ``geopak_prior_adjusted``: same model; province logits + log(data prior / the balanced-batch, class-weighted
+  prior the head was trained under) (logit adjustment; needs the training config).
+- ``geopak_heads_only``: retrained phases 0-1 (frozen encoders) of the checkpoint's own training config.
+- ``geopak_no_smoothing``: retrained like ``geopak_heads_only`` with one-hot geocell targets.
+- ``geopak_no_gate``: retrained like ``geopak_heads_only`` with ``fusion = "mean"``.
 
 The three retrained rows share the configuration's frozen starting encoders and their feature cache; compare
 them with each other (``geopak_heads_only`` is their reference), and with ``geopak`` only as far as the
@@ -53,7 +53,7 @@ from geopak.evaluate.metrics import (
 )
 from geopak.geocells import CellTable
 from geopak.inference import GeopakPredictor, Prediction, mixture
-from geopak.provinces import PROVINCE_NAMES, normalize_province
+from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES, normalize_province
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ METHODS: dict[str, str] = {
     "knn": "k-NN retrieval on the checkpoint's fused embedding (training images as the index)",
     "flat_cells": "flat geocell classifier over all cells, no province hierarchy (MLP on cached features)",
     "regression": "direct lat/lon regression MLP on cached features (haversine loss)",
+    "geopak_prior_adjusted": "same model, province logits shifted from the balanced/weighted training prior "
+                             "to the data's prior (logit adjustment)",
 }
 RETRAINED: dict[str, tuple[str, dict[str, Any]]] = {
     "geopak_heads_only": ("retrained phases 0-1 of the checkpoint's config (reference for the two below)", {}),
@@ -348,6 +350,7 @@ def evaluate_checkpoint(
             m = _metrics_of(res, rows)
             compare_rows.append({"method": name, "description": res.description,
                                  "seconds": round(res.seconds, 3), **m})
+        notes.append(_retrieval_verdict(compare_rows))
         (out / "compare.json").write_text(json.dumps(compare_rows, indent=1, allow_nan=False))
         (out / "compare.md").write_text(_compare_md(compare_rows, opts.split, len(rows)))
         metrics["compare"] = [{k: v for k, v in r.items() if k != "by_province"} for r in compare_rows]
@@ -396,6 +399,21 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     if ra.std() == 0 or rb.std() == 0:
         return None
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _retrieval_verdict(rows: list[dict[str, Any]]) -> str:
+    """Whether retrieval refinement helped on this split (macro median, then median)."""
+    by = {r["method"]: r for r in rows}
+    g, r = by.get("geopak"), by.get("geopak_retrieval")
+    if not g or not r or g.get("macro_median_km") is None:
+        return "Retrieval refinement was not evaluated."
+    helps = (r["macro_median_km"], r["median_km"]) < (g["macro_median_km"], g["median_km"])
+    return (
+        f"Retrieval refinement {'helps' if helps else 'does not help'} on this split: macro median "
+        f"{r['macro_median_km']:.2f} vs {g['macro_median_km']:.2f} km, median {r['median_km']:.2f} vs "
+        f"{g['median_km']:.2f} km (geopak_retrieval vs geopak). "
+        + ("Consider enabling it." if helps else "The predictor keeps the plain mixture.")
+    )
 
 
 def _compare_md(rows: list[dict[str, Any]], split: str, n: int) -> str:
@@ -466,6 +484,17 @@ def _compare(
 
     timed("regression", regression)
 
+    cfg = _train_config(predictor, opts)
+    if cfg is not None:
+        counts = np.bincount(train.province, minlength=NUM_PROVINCES)
+        bias = bl.province_logit_adjustment(counts, *_training_prior_terms(cfg, counts))
+        metrics_note = ", ".join(f"{PROVINCE_NAMES[p]} {bias[p]:+.2f}" for p in range(NUM_PROVINCES) if counts[p])
+        notes.append(f"geopak_prior_adjusted adds to the province logits: {metrics_note}.")
+        timed("geopak_prior_adjusted", lambda: from_pred(_mixture_all(
+            model, outs, province_bias=torch.as_tensor(bias, dtype=torch.float32), **kw)))
+    else:
+        notes.append("geopak_prior_adjusted was skipped: the checkpoint records no training config.")
+
     if opts.retrain:
         res.update(_retrained(predictor, df, where, rows, table, cells_dir, out, opts, kw, say, notes))
     else:
@@ -480,6 +509,39 @@ def _description(name: str) -> str:
     return RETRAINED[name][0] if name in RETRAINED else name
 
 
+def _training_prior_terms(cfg: Any, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-province batch quotas and province-loss weights that training used with this config."""
+    from geopak.data.samplers import DEFAULT_QUOTAS, scale_quotas
+
+    base = list(DEFAULT_QUOTAS)
+    if cfg.data.quotas:
+        base = [0] * NUM_PROVINCES
+        for name, v in cfg.data.quotas.items():
+            base[normalize_province(name).id] = int(v)
+    q = scale_quotas(base, cfg.data.batch_size, counts > 0).astype(np.float64)
+    try:
+        from geopak.train.run import province_weights  # the engine's own rule, when it has one
+    except ImportError:
+        from geopak.losses import province_class_weights
+
+        w = province_class_weights(counts, cfg.loss.beta).numpy()
+    else:
+        w = np.asarray(province_weights(cfg, counts), np.float64)
+    return q, w
+
+
+def _train_config(predictor: GeopakPredictor, opts: EvalOptions) -> Any:
+    """The training config: ``opts.train_config`` (name or TOML), else the checkpoint's, else None."""
+    from geopak.train.config import config_from_dict, load_config
+
+    if opts.train_config is not None:
+        return load_config(opts.train_config)
+    meta = getattr(predictor.model, "checkpoint_meta", {}) or {}
+    if (meta.get("extra") or {}).get("train_config"):
+        return config_from_dict(meta["extra"]["train_config"], f"{predictor.checkpoint_path} training config")
+    return None
+
+
 def _retrained(
     predictor: GeopakPredictor, df: pd.DataFrame, where: str, rows: pd.DataFrame, table: CellTable,
     cells_dir: Path | None, out: Path, opts: EvalOptions, kw: dict[str, Any], say: Callable[[str], None],
@@ -487,19 +549,14 @@ def _retrained(
 ) -> dict[str, _Result]:
     """Heads-only retrains (phases with frozen encoders) of the reference config and two ablations."""
     from geopak.model.geopak import GeopakModel
-    from geopak.train.config import config_from_dict, load_config
-
     try:
         from geopak.train import train
     except ImportError:  # the package may not re-export it yet
         from geopak.train.run import train
 
     meta = getattr(predictor.model, "checkpoint_meta", {}) or {}
-    if opts.train_config is not None:
-        cfg = load_config(opts.train_config)
-    elif (meta.get("extra") or {}).get("train_config"):
-        cfg = config_from_dict(meta["extra"]["train_config"], f"{predictor.checkpoint_path} training config")
-    else:
+    cfg = _train_config(predictor, opts)
+    if cfg is None:
         notes.append("Retrained ablations were skipped: the checkpoint records no training config "
                      "(pass --train-config NAME|TOML).")
         logger.warning("no training config in the checkpoint: retrained ablations skipped")
