@@ -192,3 +192,21 @@ def test_cli_ddp_two_processes(data: tuple[Path, Path, Path], tmp_path: Path) ->
     # every validation row was scored once, whatever the sharding
     assert p1["val"]["n"] == s["n_val"]
     assert np.isfinite(p1["val"]["macro_median_km"])
+
+
+def test_province_weights_undo_the_samplers_oversampling() -> None:
+    from geopak.losses import province_class_weights
+    from geopak.train.run import province_weights
+
+    counts = np.array([1153, 149, 94, 77, 43, 64, 20])
+    quotas = np.array([16, 8, 8, 8, 8, 8, 8])
+    cfg = load_config("tiny")
+    w = province_weights(cfg, counts)
+    # expected class mass per batch (quota x weight) is the effective-number mass over the dataset (n x w_eff)
+    eff = province_class_weights(counts, cfg.loss.beta).numpy()
+    np.testing.assert_allclose((quotas * w) / (quotas * w).sum(), (counts * eff) / (counts * eff).sum(), rtol=1e-5)
+    assert w.mean() == pytest.approx(1.0)
+    seed = province_weights(cfg.with_overrides({"loss.province_weighting": "effective"}), counts)
+    np.testing.assert_allclose(seed, eff, rtol=1e-6)
+    flat = province_weights(cfg.with_overrides({"loss.province_weighting": "none"}), np.array([5, 0, 1, 1, 1, 1, 1]))
+    assert flat.tolist() == [1, 0, 1, 1, 1, 1, 1]

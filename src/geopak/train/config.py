@@ -101,6 +101,10 @@ class LossConfig:
     """Distance-aware smoothed geocell targets (False = one-hot targets, an ablation)."""
     beta: float = 0.9995
     """Effective-number beta of the province class weights."""
+    province_weighting: Literal["effective_sampled", "effective", "none"] = "effective_sampled"
+    """``effective_sampled``: effective-number weights divided by the balanced sampler's oversampling
+    (see :func:`geopak.train.run.province_weights`); ``effective``: the seed's weights on top of the balanced
+    sampler (corrects twice); ``none``: uniform."""
 
 
 @dataclass

@@ -246,6 +246,41 @@ def _build_model(cfg: TrainConfig, cells: CellTable) -> Any:
     )
 
 
+def province_weights(cfg: TrainConfig, counts: np.ndarray) -> np.ndarray:
+    """Province cross-entropy weights for training with the balanced sampler (``loss.province_weighting``).
+
+    ``effective``: the effective-number weights ``w_p`` of the training counts, as in the seed.
+    ``effective_sampled`` (default): ``w_p x n_p / q_p``, where ``q_p`` is the province's per-batch quota.
+    The balanced sampler already shows province p ``q_p / n_p`` times more often than plain shuffling
+    would; this factor undoes that in the loss, so the expected gradient of an epoch is the
+    effective-number-weighted loss over the dataset, as intended, instead of applying the correction twice
+    (on a small dataset, where effective numbers approach inverse frequency, the double correction makes
+    the model never predict the majority province). ``none``: uniform.
+    Weights are normalised to mean 1 over the provinces with training rows.
+    """
+    from geopak.data.samplers import DEFAULT_QUOTAS, scale_quotas
+    from geopak.losses import province_class_weights
+
+    n = np.asarray(counts, dtype=np.float64)
+    present = n > 0
+    mode = cfg.loss.province_weighting
+    if mode == "none":
+        return present.astype(np.float32)
+    w = province_class_weights(n, cfg.loss.beta).numpy().astype(np.float64)
+    if mode == "effective_sampled":
+        q = np.zeros(NUM_PROVINCES)
+        base = DEFAULT_QUOTAS
+        if cfg.data.quotas:
+            base = [0] * NUM_PROVINCES
+            for name, v in cfg.data.quotas.items():
+                base[normalize_province(name).id] = int(v)
+        q = scale_quotas(base, cfg.data.batch_size, present).astype(np.float64)
+        ok = present & (q > 0)
+        w = np.where(ok, w * n / np.where(ok, q, 1.0), 0.0)
+        w = np.where(ok, w / w[ok].mean(), 0.0)
+    return w.astype(np.float32)
+
+
 def _set_trainable(model: Any, phase: PhaseConfig, weights: Any) -> dict[str, int]:
     """Unfreeze the phase's encoder fractions; freeze every other group without a learning rate > 0, and
     the heads no loss term of the phase reaches (DDP requires every trainable parameter to get a gradient).
@@ -358,7 +393,7 @@ def train(
     import lightning.pytorch as pl
     import torch
 
-    from geopak.losses import GeopakLoss, LossWeights, province_class_weights
+    from geopak.losses import GeopakLoss, LossWeights
     from geopak.model.geopak import GeopakModel
     from geopak.train.module import GeopakDataModule, GeopakTask, rare_provinces
 
@@ -446,7 +481,7 @@ def train(
         )
         _set_trainable(model, phase, weights)
         loss_fn = GeopakLoss(
-            table, weights=weights, province_weights=province_class_weights(counts, cfg.loss.beta),
+            table, weights=weights, province_weights=province_weights(cfg, counts),
             smoothing=cfg.loss.label_smoothing,
         )
         cache_root, fps = (None, None)
