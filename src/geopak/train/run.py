@@ -326,6 +326,7 @@ def _cache_fingerprints(cfg: TrainConfig, model: Any, train: Any, val: Any) -> t
         "augment": cfg.data.augment,
         "seed": cfg.trainer.seed,
         "dtype": cfg.data.cache_dtype,
+        "bf16": cfg.trainer.precision.startswith("bf16"),  # bf16 autocast encodes slightly differently
     }
     fps = {
         "train": {**common, "views": cfg.data.cache_views, "ids": ids_hash(list(train.ids))},
