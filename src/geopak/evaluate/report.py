@@ -219,9 +219,11 @@ def plot_prediction(record: Mapping[str, Any], path: Path, polygons: Mapping[str
     lat, lon, r = float(record["lat"]), float(record["lon"]), float(record.get("radius_km") or 0.0)
     cl, co = _circle(lat, lon, max(r, 0.5))
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
-    span_lat = max(np.ptp(np.r_[hl, cl, lat]) if len(hl) else np.ptp(cl), 0.2) * 0.6 + 0.05
-    span_lon = max(np.ptp(np.r_[ho, co, lon]) if len(ho) else np.ptp(co), 0.2) * 0.6 + 0.05
-    zoom = (lon - span_lon, lon + span_lon, lat - span_lat, lat + span_lat)
+    all_lat, all_lon = np.r_[hl, cl, lat], np.r_[ho, co, lon]
+    mid_lat, mid_lon = (all_lat.min() + all_lat.max()) / 2, (all_lon.min() + all_lon.max()) / 2
+    half_lat = max(np.ptp(all_lat), 0.2) * 0.55
+    half_lon = max(np.ptp(all_lon), 0.2) * 0.55
+    zoom = (mid_lon - half_lon, mid_lon + half_lon, mid_lat - half_lat, mid_lat + half_lat)
     for ax, extent in ((axes[0], PAKISTAN_EXTENT), (axes[1], zoom)):
         _draw_outlines(ax, polygons)
         if len(hl):
