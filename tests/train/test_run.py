@@ -210,3 +210,19 @@ def test_province_weights_undo_the_samplers_oversampling() -> None:
     np.testing.assert_allclose(seed, eff, rtol=1e-6)
     flat = province_weights(cfg.with_overrides({"loss.province_weighting": "none"}), np.array([5, 0, 1, 1, 1, 1, 1]))
     assert flat.tolist() == [1, 0, 1, 1, 1, 1, 1]
+
+
+def test_launch_layout_from_torchrun_and_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    from geopak.train.run import _external_layout
+
+    for k in ("LOCAL_WORLD_SIZE", "WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(k, raising=False)
+    assert _external_layout() == (None, None)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert _external_layout() == (4, 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8(x2)")
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    assert _external_layout() == (8, 2)

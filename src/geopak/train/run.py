@@ -399,6 +399,8 @@ def train(
     from geopak.train.module import GeopakDataModule, GeopakTask, rare_provinces
 
     cfg = config if isinstance(config, TrainConfig) else load_config(config)
+    if devices is None and num_nodes is None:
+        devices, num_nodes = _external_layout()
     tovr: dict[str, Any] = {}
     for k, v in (("devices", devices), ("num_nodes", num_nodes), ("accelerator", accelerator),
                  ("precision", precision), ("strategy", strategy), ("progress_bar", progress_bar)):
@@ -691,6 +693,20 @@ def _set_threads(cfg: TrainConfig) -> None:
         n = max(1, (os.cpu_count() or 1) // cfg.trainer.devices)
     if n > 0:
         torch.set_num_threads(n)
+
+
+def _external_layout() -> tuple[int | None, int | None]:
+    """(processes per node, nodes) of a torchrun or SLURM launch, so --devices/--num-nodes may be omitted."""
+    env = os.environ
+    try:
+        if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:  # torchrun
+            local, world = int(env["LOCAL_WORLD_SIZE"]), int(env["WORLD_SIZE"])
+            return local, max(1, world // max(local, 1))
+        if "SLURM_NTASKS_PER_NODE" in env and "SLURM_NNODES" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+            return int(env["SLURM_NTASKS_PER_NODE"].split("(")[0]), int(env["SLURM_NNODES"])
+    except ValueError:
+        pass
+    return None, None
 
 
 def _launched_externally() -> bool:
