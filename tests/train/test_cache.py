@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from geopak.model.geopak import GeopakConfig, GeopakModel, synthetic_cell_table
 from geopak.train.cache import (
-    CacheError,
     CachedFeatureDataset,
+    CacheError,
     FeatureCache,
     collate_batch,
     encoder_fingerprint,

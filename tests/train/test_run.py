@@ -167,7 +167,7 @@ def _cli(args: list[str], env_extra: dict[str, str] | None = None, timeout: int 
     env.pop("LOCAL_RANK", None)
     return subprocess.run(
         [str(Path(sys.executable).parent / "geopak"), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        check=False, capture_output=True, text=True, timeout=timeout, env=env,
     )
 
 

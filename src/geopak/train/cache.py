@@ -42,13 +42,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
-    "FeatureCache",
     "CacheError",
     "CachedFeatureDataset",
+    "FeatureCache",
+    "collate_batch",
     "encoder_fingerprint",
     "ids_hash",
     "view_for",
-    "collate_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -288,7 +288,6 @@ class FeatureCache:
         dev = torch.device(device)
         autocast = precision.startswith("bf16")
         try:
-            arrays: dict[str, list[np.ndarray]] = {"clip": [], "scene": []}
             for role in ("clip", "scene"):
                 (tmp / enc_fp[role]["name"]).mkdir(exist_ok=True)
             for v in range(views):

@@ -20,7 +20,6 @@ import copy
 import dataclasses
 import difflib
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,25 +27,27 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import tomllib
+
 from geopak.model.geopak import GeopakConfig
 from geopak.provinces import NUM_PROVINCES, PROVINCES, normalize_province
 
 __all__ = [
+    "PARAM_GROUPS",
+    "PHASE_NAMES",
     "ConfigError",
     "DataConfig",
     "LossConfig",
-    "TrainerConfig",
-    "ValidationConfig",
     "MonitorConfig",
-    "WeightsConfig",
     "PhaseConfig",
     "TrainConfig",
-    "PARAM_GROUPS",
-    "PHASE_NAMES",
-    "load_config",
+    "TrainerConfig",
+    "ValidationConfig",
+    "WeightsConfig",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "load_config",
     "named_configs",
 ]
 

@@ -37,7 +37,7 @@ from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES, PROVINCES
 from geopak.train.cache import CachedFeatureDataset, FeatureCache, collate_batch
 from geopak.train.config import MonitorConfig, PhaseConfig, TrainConfig, ValidationConfig
 
-__all__ = ["GeopakTask", "GeopakDataModule", "epoch_seed", "lr_lambda", "SplitData"]
+__all__ = ["GeopakDataModule", "GeopakTask", "SplitData", "epoch_seed", "lr_lambda"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ TARGET_KEYS = ("province", "cell_id", "lat", "lon")
 def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
     """A 63-bit seed that depends only on (seed, epoch, salt)."""
     ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(salt)])
-    return int(ss.generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> np.uint64(1))
+    return int(ss.generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 def lr_lambda(total_steps: int, warmup_fraction: float, schedule: str, min_ratio: float) -> Any:
@@ -358,7 +358,6 @@ class GeopakDataModule(pl.LightningDataModule):
         """Build the feature caches (local rank 0 of each node; the others wait at a barrier)."""
         if not self.phase.cached:
             return
-        d = self.config.data
         home = _device_of(self.model)
         device = self.trainer.strategy.root_device if self.trainer is not None else home
         self.model.to(device)

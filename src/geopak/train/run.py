@@ -34,7 +34,7 @@ from geopak.geocells import CellTable
 from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES, normalize_province
 from geopak.train.config import ConfigError, PhaseConfig, TrainConfig, config_to_dict, load_config
 
-__all__ = ["train", "TrainError", "load_training_data", "baselines"]
+__all__ = ["TrainError", "baselines", "load_training_data", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _split_rows(df: pd.DataFrame, val_fraction: float, seed: int, source: str) -
         rows = np.flatnonzero((prov == p) & (split.to_numpy() == "train"))
         if len(rows) < 2:
             continue
-        k = max(1, int(round(val_fraction * len(rows))))
+        k = max(1, round(val_fraction * len(rows)))
         split.iloc[rng.choice(rows, size=k, replace=False)] = "val"
     logger.info("no validation rows in the manifest: carved %d (%.0f%%, seeded, per province)",
                 int((split == "val").sum()), 100 * val_fraction)
