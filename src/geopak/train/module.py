@@ -53,7 +53,7 @@ def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
 def lr_lambda(total_steps: int, warmup_fraction: float, schedule: str, min_ratio: float) -> Any:
     """Multiplier of each group's lr at optimiser step ``s``: linear warm-up, then cosine (or constant)."""
     total = max(int(total_steps), 1)
-    warm = int(round(warmup_fraction * total))
+    warm = round(warmup_fraction * total)
 
     def f(step: int) -> float:
         if warm and step < warm:
