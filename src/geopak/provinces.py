@@ -86,7 +86,7 @@ class UnknownProvinceError(ValueError):
 
 
 def _key(text: str) -> str:
-    s = text.strip().lower().replace("&", " and ").replace(".", "")
+    s = text.strip().lower().replace("&", " and ")
     s = re.sub(r"[\s\-_.,/'()]+", " ", s).strip()
     s = re.sub(r"\b(province|pakistan|region|territory of)\b", " ", s)
     return re.sub(r"\s+", " ", s).strip()
@@ -113,7 +113,8 @@ def normalize_province(text: str | Province) -> Province:
         return text
     if not isinstance(text, str):
         raise UnknownProvinceError(f"province must be text, got {type(text).__name__} {text!r}")
-    p = _LOOKUP.get(_key(text))
+    # Dots separate codes ("PK.SD") but also abbreviate ("N.W.F.P."): try both readings.
+    p = _LOOKUP.get(_key(text)) or _LOOKUP.get(_key(text.replace(".", "")))
     if p is None:
         raise UnknownProvinceError(
             f"unknown province {text!r}; expected one of {', '.join(PROVINCE_NAMES)} "
