@@ -146,3 +146,21 @@ def test_geometric_median_beats_mean_for_skewed_points():
     cost = lambda a, b: geo.haversine_km(lat, lon, a, b).sum()  # noqa: E731
     assert cost(mlat, mlon) < cost(float(clat), float(clon))
     assert geo.haversine_km(mlat, mlon, 24.9, 67.0) < 20
+
+
+def test_batched_geometric_median_stays_on_the_heavier_mode():
+    # 60% of the mass near Karachi, 40% near Gilgit: the mean falls in between, the median stays at Karachi.
+    lat = np.array([[24.86, 24.90, 35.92, 35.90], [31.5, 31.6, 31.55, 31.5]])
+    lon = np.array([[67.00, 67.05, 74.31, 74.30], [74.3, 74.4, 74.35, 74.3]])
+    w = np.array([[0.3, 0.3, 0.2, 0.2], [0.25, 0.25, 0.25, 0.25]])
+    mlat, mlon = geo.weighted_geometric_median(lat, lon, w)
+    assert geo.haversine_km(mlat[0], mlon[0], 24.88, 67.02) < 5
+    alat, alon = geo.weighted_mean_position(lat, lon, w)
+    assert geo.haversine_km(alat[0], alon[0], 24.88, 67.02) > 300
+    tl, tn = geo.weighted_geometric_median(torch.tensor(lat), torch.tensor(lon), torch.tensor(w))
+    np.testing.assert_allclose(tl.numpy(), mlat, atol=1e-4)  # torch's haversine has a tiny epsilon
+    # Optimality: no nearby point has a smaller weighted distance sum.
+    cost = lambda a, b: (w[1] * geo.haversine_km(lat[1], lon[1], a, b)).sum()  # noqa: E731
+    best = cost(mlat[1], mlon[1])
+    for da, db in [(0.01, 0), (-0.01, 0), (0, 0.01), (0, -0.01)]:
+        assert cost(mlat[1] + da, mlon[1] + db) >= best - 1e-6

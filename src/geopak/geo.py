@@ -219,28 +219,31 @@ def metric_projection(lat: Any, lon: Any, method: str = "aeqd") -> MetricProject
     raise ValueError(f"unknown projection method {method!r}; use 'aeqd' or 'utm'")
 
 
-def geometric_median(
-    lat: Any, lon: Any, weights: Any = None, iters: int = 200, tol_km: float = 1e-4
-) -> tuple[float, float]:
-    """The point minimising the (weighted) sum of great-circle distances to the given points.
+def weighted_geometric_median(
+    lat: Any, lon: Any, weights: Any = None, iters: int = 50, eps_km: float = 1e-3
+) -> tuple[Any, Any]:
+    """The point minimising the weighted sum of great-circle distances to the points along the last axis.
 
-    Weiszfeld's algorithm on 3-D unit vectors (re-normalised each step), started from the spherical mean.
-    This is the best constant predictor for the mean error in km (the "prior" baseline).
+    Weiszfeld's algorithm on the sphere (each step is a spherical weighted mean with weights w_i / d_i),
+    started from the spherical mean and run a fixed number of steps so that it vectorises over every leading
+    axis (numpy or torch). For a mixture of hypotheses this is the estimate with the smallest expected error
+    in km; unlike the mean, it stays on the heavier mode instead of falling between two distant ones.
     """
-    v = to_unit_vectors(np.asarray(lat, float), np.asarray(lon, float)).reshape(-1, 3)
-    w = np.ones(len(v)) if weights is None else np.asarray(weights, float).reshape(-1)
-    if len(v) == 0:
-        raise ValueError("geometric_median needs at least one point")
-    m = (v * w[:, None]).sum(0)
-    m /= np.linalg.norm(m)
+    xp, (lat, lon) = _prepare(lat, lon)
+    w = xp.ones_like(lat) if weights is None else _asarray(xp, weights, lat)
+    mlat, mlon = weighted_mean_position(lat, lon, w)
     for _ in range(iters):
-        d = np.arccos(np.clip(v @ m, -1.0, 1.0)) * EARTH_RADIUS_KM
-        inv = w / np.maximum(d, 1e-9)
-        new = (v * inv[:, None]).sum(0)
-        new /= np.linalg.norm(new)
-        step = float(np.arccos(np.clip(new @ m, -1.0, 1.0)) * EARTH_RADIUS_KM)
-        m = new
-        if step < tol_km:
-            break
-    la, lo = from_unit_vectors(m)
+        d = haversine_km(lat, lon, mlat[..., None], mlon[..., None])
+        d = np.maximum(d, eps_km) if xp is np else d.clamp_min(eps_km)
+        mlat, mlon = weighted_mean_position(lat, lon, w / d)
+    return mlat, mlon
+
+
+def geometric_median(lat: Any, lon: Any, weights: Any = None, iters: int = 200) -> tuple[float, float]:
+    """The (weighted) geometric median of a set of points as two floats: the best constant predictor for the
+    mean error in km (the "prior" baseline). See :func:`weighted_geometric_median`."""
+    lat = np.asarray(lat, float).reshape(-1)
+    if len(lat) == 0:
+        raise ValueError("geometric_median needs at least one point")
+    la, lo = weighted_geometric_median(lat, np.asarray(lon, float).reshape(-1), weights, iters=iters)
     return float(la), float(lo)

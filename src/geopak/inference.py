@@ -97,7 +97,7 @@ def mixture(
     out: Any,
     top_provinces: int = 2,
     top_cells: int = 5,
-    mode: Literal["mixture", "argmax"] = "mixture",
+    mode: Literal["mixture", "median", "argmax"] = "mixture",
     use_offsets: bool = True,
     confidence_km: float = DEFAULT_CONFIDENCE_KM,
     province_bias: torch.Tensor | None = None,
@@ -111,7 +111,9 @@ def mixture(
             ``cell_logits``, ``fused``).
         top_provinces: provinces kept per image (capped at the number of provinces with cells).
         top_cells: cells kept per chosen province (capped at K).
-        mode: ``"mixture"`` (p-weighted spherical mean) or ``"argmax"`` (the first hypothesis).
+        mode: ``"mixture"`` (p-weighted spherical mean, the seed's rule), ``"median"`` (p-weighted spherical
+            geometric median: the smallest expected error in km, and it stays on the heavier mode when the
+            hypotheses split between distant places) or ``"argmax"`` (the first hypothesis).
         use_offsets: add the offset head's refinement to each cell centre; ``False`` = bare centres.
         confidence_km: radius of the confidence mass.
         province_bias: optional ``(7,)`` added to the province logits first (e.g. a logit adjustment from the
@@ -121,8 +123,8 @@ def mixture(
     Returns:
         A :class:`Prediction` with H = top_provinces x top_cells hypotheses (after capping).
     """
-    if mode not in ("mixture", "argmax"):
-        raise ValueError(f"mode must be 'mixture' or 'argmax', got {mode!r}")
+    if mode not in ("mixture", "median", "argmax"):
+        raise ValueError(f"mode must be 'mixture', 'median' or 'argmax', got {mode!r}")
     if top_provinces < 1 or top_cells < 1:
         raise ValueError(f"top_provinces and top_cells must be >= 1, got {top_provinces}, {top_cells}")
     plog = out.province_logits.float()
@@ -170,6 +172,8 @@ def mixture(
 
     if mode == "mixture":
         lat, lon = geo.weighted_mean_position(hlat, hlon, p, axis=-1)
+    elif mode == "median":
+        lat, lon = geo.weighted_geometric_median(hlat, hlon, p)
     else:
         lat, lon = hlat[:, 0], hlon[:, 0]
     radius = (p * geo.haversine_km(hlat, hlon, lat[:, None], lon[:, None]).float()).sum(dim=1)

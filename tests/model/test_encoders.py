@@ -213,3 +213,31 @@ def test_real_clip_architecture_is_quickgelu() -> None:
 def test_random_init_when_no_weights_requested() -> None:
     with pytest.raises(WeightsError, match="trained from scratch"):
         create_encoder("test_vit", weights="pretrained")
+
+
+def test_recalibrate_batchnorm_uses_the_data_and_keeps_weights():
+    import torch
+
+    from geopak.model.encoders import create_encoder
+
+    enc = create_encoder("test_resnet")
+    bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and torch.all(bns[0].running_mean == 0)
+    weights = {k: v.clone() for k, v in enc.state_dict().items() if "running" not in k and "num_batches" not in k}
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.rand(8, 3, 32, 32, generator=g) * 0.5 + 0.25 for _ in range(3)]
+    enc.eval()
+    assert enc.recalibrate_batchnorm(batches) == 24
+    assert not enc.training and all(m.momentum == 0.1 for m in bns)
+    # The first batch norm's running mean is the data's per-channel mean of the stem's output.
+    seen = []
+    h = bns[0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+    with torch.no_grad():
+        for b in batches:
+            enc(b)
+    h.remove()
+    expect = torch.cat(seen).mean(dim=(0, 2, 3))
+    assert torch.allclose(bns[0].running_mean, expect, atol=1e-4)
+    for k, v in weights.items():
+        assert torch.equal(enc.state_dict()[k], v), k
+    assert create_encoder("test_vit").recalibrate_batchnorm(batches) == 0  # no batch norm: nothing to do

@@ -62,6 +62,7 @@ __all__ = ["METHODS", "RETRAINED", "EvalOptions", "EvaluationError", "evaluate_c
 METHODS: dict[str, str] = {
     "geopak": "GEOPAK checkpoint: mixture of top-2 provinces x top-5 cells with offsets",
     "geopak_argmax": "same model: best province, best cell, its offset (no mixture)",
+    "geopak_median": "same model and hypotheses: p-weighted spherical geometric median instead of the mean",
     "geopak_no_offset": "same model: mixture of bare cell centres (offset head unused)",
     "geopak_retrieval": "mixture with each hypothesis pulled toward its cell's nearest training images",
     "prior": "training-set geometric median for every image",
@@ -450,6 +451,7 @@ def _compare(
         return _np(p.lat), _np(p.lon), _np(p.province)
 
     timed("geopak_argmax", lambda: from_pred(_mixture_all(model, outs, mode="argmax", **kw)))
+    timed("geopak_median", lambda: from_pred(_mixture_all(model, outs, mode="median", **kw)))
     timed("geopak_no_offset", lambda: from_pred(_mixture_all(model, outs, use_offsets=False, **kw)))
 
     train_rows = _select_rows(df, "train", where)

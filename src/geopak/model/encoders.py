@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -404,6 +404,42 @@ class Encoder(nn.Module):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and frozen:
                     m.eval()
         return self
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, batches: Iterable[torch.Tensor]) -> int:
+        """Re-estimate every batch-norm layer's running statistics from data (a data-dependent initialisation).
+
+        A randomly initialised ResNet keeps running mean 0 / variance 1, so in eval mode its batch norms do not
+        normalise at all; its frozen features then come from badly scaled activations, and unfreezing a stage
+        later (phase 2) switches those layers to batch statistics and shifts the features under the trained
+        heads. Averaging the statistics over a few hundred real images fixes both. Weights are untouched.
+
+        Args:
+            batches: image tensors (B, 3, H, W) in [0, 1], as :meth:`forward` takes them.
+
+        Returns:
+            The number of images seen (0 when the encoder has no batch norm).
+        """
+        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return 0
+        was_training = self.training
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all batches
+            m.train()
+        n = 0
+        try:
+            for x in batches:
+                self(x.float())
+                n += len(x)
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+            self.train(was_training)
+        logger.info("encoder %s: batch-norm statistics re-estimated from %d images", self.spec.name, n)
+        return n
 
     # -------------------------------------------------------------------------------------- weights
     def load_pretrained(self, path: str | Path) -> None:

@@ -246,6 +246,26 @@ def _build_model(cfg: TrainConfig, cells: CellTable) -> Any:
     )
 
 
+def _recalibrate_random_encoders(
+    cfg: TrainConfig, model: Any, image_dataset: Any, train_rows: Any, n_images: int = 512
+) -> None:
+    """Give randomly initialised encoders batch-norm statistics of the training images (see
+    :meth:`geopak.model.encoders.Encoder.recalibrate_batchnorm`); pretrained encoders keep theirs."""
+    import torch
+
+    random = [enc for enc, w in ((model.clip, cfg.weights.clip), (model.scene, cfg.weights.scene))
+              if not w and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in enc.modules())]
+    if not random:
+        return
+    ds = image_dataset(train_rows, False, None)
+    rng = np.random.default_rng(cfg.trainer.seed)
+    idx = np.sort(rng.choice(len(ds), size=min(n_images, len(ds)), replace=False))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx.tolist()), batch_size=64)
+    images = [b["image"] for b in loader]
+    for enc in random:
+        enc.recalibrate_batchnorm(images)
+
+
 def province_weights(cfg: TrainConfig, counts: np.ndarray) -> np.ndarray:
     """Province cross-entropy weights for training with the balanced sampler (``loss.province_weighting``).
 
@@ -468,6 +488,7 @@ def train(
         if prev is None:
             pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
             model = _build_model(cfg, table)
+            _recalibrate_random_encoders(cfg, model, image_dataset, train_rows)
         else:
             pprev = out / prev.name
             if not _phase_done(pprev):
