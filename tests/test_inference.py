@@ -358,3 +358,20 @@ def test_province_bias_shifts_the_province_choice() -> None:
     assert set(torch.as_tensor(model.cell_province)[pred.hyp_cell[:, :4]].flatten().tolist()) == {1}
     zero = mixture(model, out, province_bias=torch.zeros(7))
     torch.testing.assert_close(zero.lat, mixture(model, out).lat)
+
+
+def test_fit_temperatures_recovers_the_scale_of_miscalibrated_logits():
+    from geopak.inference import fit_temperatures
+
+    g = torch.Generator().manual_seed(0)
+    b, k = 4000, 6
+    z_prov = torch.randn(b, 7, generator=g) * 2.0
+    prov = torch.multinomial(torch.softmax(z_prov, 1), 1, generator=g).squeeze(1)
+    z_cell = torch.randn(b, 7, k, generator=g) * 2.0
+    true_head = z_cell[torch.arange(b), prov]
+    local = torch.multinomial(torch.softmax(true_head, 1), 1, generator=g).squeeze(1)
+    local[:100] = -1  # rows without a cell are ignored for the cell temperature
+    # Over-confident province logits (x3) and under-confident cell logits (x0.5): T ~ 3 and ~ 0.5.
+    tp, tc = fit_temperatures(z_prov * 3.0, z_cell * 0.5, prov, local)
+    assert tp == pytest.approx(3.0, rel=0.15)
+    assert tc == pytest.approx(0.5, rel=0.15)

@@ -101,6 +101,8 @@ def mixture(
     use_offsets: bool = True,
     confidence_km: float = DEFAULT_CONFIDENCE_KM,
     province_bias: torch.Tensor | None = None,
+    province_temperature: float = 1.0,
+    cell_temperature: float = 1.0,
 ) -> Prediction:
     """The mixture of hypotheses for a batch of model outputs.
 
@@ -119,6 +121,8 @@ def mixture(
         province_bias: optional ``(7,)`` added to the province logits first (e.g. a logit adjustment from the
             balanced training prior back to the data's prior; see
             :func:`geopak.evaluate.baselines.province_logit_adjustment`).
+        province_temperature, cell_temperature: divide the province / cell logits by these before the softmax
+            (post-hoc calibration fitted on validation data, see :func:`fit_temperatures`; 1 = raw).
 
     Returns:
         A :class:`Prediction` with H = top_provinces x top_cells hypotheses (after capping).
@@ -127,7 +131,9 @@ def mixture(
         raise ValueError(f"mode must be 'mixture', 'median' or 'argmax', got {mode!r}")
     if top_provinces < 1 or top_cells < 1:
         raise ValueError(f"top_provinces and top_cells must be >= 1, got {top_provinces}, {top_cells}")
-    plog = out.province_logits.float()
+    if province_temperature <= 0 or cell_temperature <= 0:
+        raise ValueError(f"temperatures must be > 0, got {province_temperature}, {cell_temperature}")
+    plog = out.province_logits.float() / province_temperature
     device = plog.device
     if province_bias is not None:
         plog = plog + torch.as_tensor(province_bias, device=device, dtype=plog.dtype)
@@ -146,7 +152,7 @@ def mixture(
     kc = min(int(top_cells), k)
     top_pp, top_pi = pprob.topk(kp, dim=1)  # (B, kp)
 
-    clog = out.cell_logits.float().masked_fill(~valid_cell, float("-inf"))  # (B, 7, K)
+    clog = (out.cell_logits.float() / cell_temperature).masked_fill(~valid_cell, float("-inf"))  # (B, 7, K)
     # Cells of provinces without cells are all -inf: give them a finite row so softmax stays NaN-free.
     clog_safe = clog.masked_fill(~has_cells[:, None], 0.0)
     cprob_all = torch.softmax(clog_safe, dim=2) * valid_cell  # (B, 7, K) P(cell | province)
@@ -197,6 +203,54 @@ def mixture(
         hyp_prob=p,
         hyp_cell=torch.where(valid, cell, torch.full_like(cell, -1)),
     )
+
+
+def fit_temperatures(
+    province_logits: torch.Tensor,
+    cell_logits: torch.Tensor,
+    province: torch.Tensor,
+    local_cell: torch.Tensor,
+    iters: int = 100,
+) -> tuple[float, float]:
+    """Post-hoc temperature scaling (Guo et al. 2017) of the province and the cell probabilities.
+
+    Minimises the negative log-likelihood of held-out data over one temperature for the province head and one
+    for the geocell heads (the cell NLL is taken in each sample's true province head), by L-BFGS on log T.
+    The mixture's weights p_i = P(province) x P(cell | province) are only as good as these probabilities: a
+    model trained with a balanced sampler and smoothed targets is typically under-confident, and its mixture
+    then averages distant hypotheses.
+
+    Args:
+        province_logits: (B, 7) raw province logits.
+        cell_logits: (B, 7, K) raw padded cell logits.
+        province: (B,) true province ids.
+        local_cell: (B,) index of the true cell within its province's head (-1: no cell; ignored for T_cell).
+
+    Returns:
+        (province_temperature, cell_temperature).
+    """
+    plog = province_logits.detach().float()
+    prov = province.long()
+    has = local_cell >= 0
+    clog = cell_logits.detach().float()[has, prov[has]]  # (B', K) the true province's head
+    tgt = local_cell[has].long()
+
+    def fit(logits: torch.Tensor, target: torch.Tensor) -> float:
+        if len(target) == 0:
+            return 1.0
+        log_t = torch.zeros((), requires_grad=True)
+        opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=iters, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), target)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+    return fit(plog, prov), fit(clog, tgt)
 
 
 # ------------------------------------------------------------------------------------------ predictor
@@ -305,6 +359,8 @@ class GeopakPredictor:
         bf16: bf16 autocast for the encoders; ``None`` = :func:`bf16_default` for the device. The heads and
             the mixture always run in float32.
         top_provinces, top_cells, mode, use_offsets, confidence_km: the :func:`mixture` settings.
+        calibrated: use the temperatures fitted on validation data that the checkpoint records
+            (``extra.calibration``, written by training); ``False`` = raw probabilities.
         image_size: side of the image tensor; default: the training config's ``data.image_size`` recorded in
             the checkpoint, else the larger of the two encoders' input sizes.
         model: an already-built :class:`~geopak.model.geopak.GeopakModel` instead of ``checkpoint_path``.
@@ -318,11 +374,12 @@ class GeopakPredictor:
         bf16: bool | None = None,
         top_provinces: int = 2,
         top_cells: int = 5,
-        mode: Literal["mixture", "argmax"] = "mixture",
+        mode: Literal["mixture", "median", "argmax"] = "mixture",
         use_offsets: bool = True,
         confidence_km: float = DEFAULT_CONFIDENCE_KM,
         image_size: int | None = None,
         model: torch.nn.Module | None = None,
+        calibrated: bool = True,
     ) -> None:
         if (checkpoint_path is None) == (model is None):
             raise ValueError("give exactly one of checkpoint_path or model")
@@ -340,7 +397,10 @@ class GeopakPredictor:
         self.bf16 = bf16_default(self.device) if bf16 is None else bool(bf16)
         self.top_provinces = top_provinces
         self.top_cells = top_cells
-        self.mode: Literal["mixture", "argmax"] = mode
+        self.mode: Literal["mixture", "median", "argmax"] = mode
+        cal = (getattr(self.model, "checkpoint_meta", {}).get("extra") or {}).get("calibration") or {}
+        self.province_temperature = float(cal.get("province_temperature", 1.0)) if calibrated else 1.0
+        self.cell_temperature = float(cal.get("cell_temperature", 1.0)) if calibrated else 1.0
         self.use_offsets = use_offsets
         self.confidence_km = confidence_km
         self.image_size = int(image_size or _default_image_size(self.model))
@@ -386,7 +446,8 @@ class GeopakPredictor:
         """Heads + mixture on encoder features (float32)."""
         out = self.model.forward_features(clip.to(self.device).float(), scene.to(self.device).float())
         return mixture(
-            self.model, out, self.top_provinces, self.top_cells, self.mode, self.use_offsets, self.confidence_km
+            self.model, out, self.top_provinces, self.top_cells, self.mode, self.use_offsets, self.confidence_km,
+            province_temperature=self.province_temperature, cell_temperature=self.cell_temperature,
         )
 
     @torch.no_grad()

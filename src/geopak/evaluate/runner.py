@@ -63,6 +63,7 @@ METHODS: dict[str, str] = {
     "geopak": "GEOPAK checkpoint: mixture of top-2 provinces x top-5 cells with offsets",
     "geopak_argmax": "same model: best province, best cell, its offset (no mixture)",
     "geopak_median": "same model and hypotheses: p-weighted spherical geometric median instead of the mean",
+    "geopak_uncalibrated": "same model: raw probabilities (no temperatures fitted on validation)",
     "geopak_no_offset": "same model: mixture of bare cell centres (offset head unused)",
     "geopak_retrieval": "mixture with each hypothesis pulled toward its cell's nearest training images",
     "prior": "training-set geometric median for every image",
@@ -272,7 +273,8 @@ def evaluate_checkpoint(
     dev = predictor.device
     outs = _heads(model, clip, scene, dev)
     kw = {"top_provinces": predictor.top_provinces, "top_cells": predictor.top_cells,
-              "confidence_km": predictor.confidence_km}
+          "confidence_km": predictor.confidence_km, "province_temperature": predictor.province_temperature,
+          "cell_temperature": predictor.cell_temperature}
     t0 = time.perf_counter()
     pred = _mixture_all(model, outs, **kw)
     mix_s = time.perf_counter() - t0
@@ -452,6 +454,8 @@ def _compare(
 
     timed("geopak_argmax", lambda: from_pred(_mixture_all(model, outs, mode="argmax", **kw)))
     timed("geopak_median", lambda: from_pred(_mixture_all(model, outs, mode="median", **kw)))
+    raw = {**kw, "province_temperature": 1.0, "cell_temperature": 1.0}
+    timed("geopak_uncalibrated", lambda: from_pred(_mixture_all(model, outs, **raw)))
     timed("geopak_no_offset", lambda: from_pred(_mixture_all(model, outs, use_offsets=False, **kw)))
 
     train_rows = _select_rows(df, "train", where)

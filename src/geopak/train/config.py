@@ -139,8 +139,11 @@ class ValidationConfig:
 
     top_provinces: int = 2
     top_cells: int = 5
-    mode: Literal["mixture", "argmax"] = "mixture"
+    mode: Literal["mixture", "median", "argmax"] = "mixture"
     use_offsets: bool = True
+    calibrate: bool = True
+    """After the last phase, fit the province/cell temperatures on the validation rows and record them in the
+    exported checkpoint (``extra.calibration``); the predictor uses them."""
 
 
 @dataclass

@@ -586,7 +586,45 @@ def train(
             )
         final_dir = pdir
     assert final_dir is not None
+    if rank0 and cfg.validation.calibrate and len(val_rows.ids):
+        calibrate_checkpoint(final_dir, table, image_dataset(val_rows, False, None), cfg.data.eval_batch_size)
     return final_dir
+
+
+def calibrate_checkpoint(ckpt: Path, table: CellTable, val_dataset: Any, batch_size: int = 128) -> dict[str, Any]:
+    """Fit the mixture's province and cell temperatures on validation images and record them in the checkpoint.
+
+    See :func:`geopak.inference.fit_temperatures`. Idempotent: a checkpoint already calibrated on the same
+    number of rows is left as it is (a resumed run does not refit).
+    """
+    import torch
+
+    from geopak.inference import fit_temperatures
+    from geopak.model.geopak import GeopakModel
+
+    model = GeopakModel.from_checkpoint(ckpt, cells=table).eval()
+    extra = dict(model.checkpoint_meta.get("extra") or {})
+    done = extra.get("calibration") or {}
+    if done.get("n") == len(val_dataset):
+        return done
+    loader = torch.utils.data.DataLoader(val_dataset, batch_size=batch_size)
+    plog, clog, prov, cell = [], [], [], []
+    with torch.no_grad():
+        for b in loader:
+            out = model(b["image"])
+            plog.append(out.province_logits)
+            clog.append(out.cell_logits)
+            prov.append(b["province"])
+            cell.append(b["cell_id"])
+    cell_id = torch.cat(cell).long()
+    local = torch.as_tensor(table.local_index)[cell_id.clamp_min(0)].masked_fill(cell_id < 0, -1)
+    tp, tc = fit_temperatures(torch.cat(plog), torch.cat(clog), torch.cat(prov), local)
+    cal = {"province_temperature": round(tp, 4), "cell_temperature": round(tc, 4), "fitted_on": "validation",
+           "n": len(val_dataset)}
+    extra["calibration"] = cal
+    model.save_checkpoint(ckpt, phase=model.checkpoint_meta.get("phase"), extra=extra)
+    logger.info("calibrated %s on %d validation images: province T=%.3f, cell T=%.3f", ckpt, len(val_dataset), tp, tc)
+    return cal
 
 
 def _get(m: dict[str, Any] | None, k: str) -> float:
