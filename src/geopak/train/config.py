@@ -118,6 +118,9 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     """``auto`` picks ``ddp`` when more than one process is used."""
+    keep_better_phase: bool = True
+    """A phase whose best weights are worse on its validation monitor than the weights it started from
+    exports the previous phase's weights instead (and says so in the summary)."""
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     deterministic: bool = False
     """``torch.use_deterministic_algorithms`` (on GPU this needs ``CUBLAS_WORKSPACE_CONFIG``)."""

@@ -546,6 +546,19 @@ def train(
         trainer.validate(task, datamodule=dm, verbose=False)
         metrics = task.last_val_metrics
         task.state.warnings = warnings_before
+        kept_previous = False
+        if prev is not None and cfg.trainer.keep_better_phase:
+            start = json.loads((out / prev.name / PHASE_SUMMARY_FILE).read_text()).get("val")
+            key = phase.monitor.split("/", 1)[-1]
+            now, then = _get(metrics, key), _get(start, key)
+            worse = now > then if phase.monitor_mode == "min" else now < then
+            if math.isfinite(now) and math.isfinite(then) and worse:
+                model.load_state_dict(GeopakModel.from_checkpoint(out / prev.name, cells=table).state_dict())
+                metrics, kept_previous = start, True
+                msg = (f"{phase.name} did not improve validation {key} ({now:.4g} vs {then:.4g} at its start); "
+                       f"its export keeps {prev.name}'s weights")
+                logger.warning("%s", msg)
+                warnings_before.append(msg)
         wall = time.perf_counter() - t0
 
         phase_summary = {
@@ -561,6 +574,7 @@ def train(
             "monitor": phase.monitor,
             "best_score": None if best_score is None else float(best_score),
             "val": metrics,
+            "kept_previous_weights": kept_previous,
             "warnings": warnings_before,
             "history": history,
             "fit_seconds": round(fit_s, 2),
