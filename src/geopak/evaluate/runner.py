@@ -53,6 +53,7 @@ from geopak.evaluate.metrics import (
 )
 from geopak.geocells import CellTable
 from geopak.inference import GeopakPredictor, Prediction, mixture
+from geopak.jsonable import to_jsonable
 from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES, normalize_province
 
 logger = logging.getLogger(__name__)
@@ -378,20 +379,10 @@ def evaluate_checkpoint(
                        "not a geolocation result)")
             figures.append((caption, "oracle_cell.png"))
     metrics["seconds"] = round(time.perf_counter() - t_start, 2)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False, default=_json_default))
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=1, allow_nan=False))
     report.write_report(out, metrics, figures, compare_rows, notes)
     say(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
     return metrics
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -17,10 +17,8 @@ install it. The rest of ``geopak`` never imports this module.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -50,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geopak import __version__
 from geopak.data.images import ImageReadError, open_image
+from geopak.jsonable import to_jsonable as _jsonable
 from geopak.provinces import PROVINCE_NAMES, PROVINCES, normalize_province
 
 __all__ = ["DEFAULT_MAX_FILES", "DEFAULT_MAX_FILE_BYTES", "STATIC_DIR", "cells_json", "create_app", "provinces_geojson"]
@@ -84,33 +83,6 @@ class Predictor(Protocol):
 
 Geometry = Any
 """A shapely (multi)polygon."""
-
-
-# --------------------------------------------------------------------------------------------- JSON helpers
-def _jsonable(value: Any) -> Any:
-    """Convert numpy/torch scalars and arrays, tuples and non-finite floats into plain JSON values."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (str, bool)) or value is None:
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if hasattr(value, "detach") and hasattr(value, "tolist"):  # torch.Tensor, without importing torch
-        return _jsonable(value.detach().cpu().tolist())
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    return str(value)
 
 
 # ------------------------------------------------------------------------------------------ static layers

@@ -31,6 +31,7 @@ import pandas as pd
 
 from geopak import geo
 from geopak.geocells import CellTable
+from geopak.jsonable import to_jsonable
 from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES, normalize_province
 from geopak.train.config import ConfigError, PhaseConfig, TrainConfig, config_to_dict, load_config
 
@@ -208,20 +209,8 @@ def _rank() -> int:
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+    tmp.write_text(json.dumps(to_jsonable(obj), indent=1, allow_nan=False))
     tmp.replace(path)
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
 def _phase_done(d: Path) -> bool:
@@ -585,7 +574,7 @@ def train(
             model.save_checkpoint(
                 pdir,
                 phase=phase.name,
-                extra={"val_metrics": _jsonable(metrics), "train_config": config_to_dict(cfg), "run": str(out)},
+                extra={"val_metrics": to_jsonable(metrics), "train_config": config_to_dict(cfg), "run": str(out)},
             )
             _write_json(pdir / PHASE_SUMMARY_FILE, phase_summary)
             summary["phases"][phase.name] = {k: v for k, v in phase_summary.items() if k != "history"}
@@ -646,10 +635,6 @@ def _get(m: dict[str, Any] | None, k: str) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=_json_default, allow_nan=True).replace("NaN", "null"))
-
-
 def _previous_phase(cfg: TrainConfig, phase: PhaseConfig) -> PhaseConfig | None:
     """The phase configured before ``phase`` (enabled or asked for), whose export it starts from."""
     i = [p.name for p in cfg.phases].index(phase.name)
@@ -677,7 +662,7 @@ _RUNTIME_KEYS = ("devices", "num_nodes", "accelerator", "strategy", "progress_ba
 
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     """The parts of a config that change results (hardware and phase caps may differ on resume)."""
-    d = json.loads(json.dumps(d, default=_json_default))
+    d = to_jsonable(d)
     for k in _RUNTIME_KEYS:
         d.get("trainer", {}).pop(k, None)
     d.get("data", {}).pop("num_workers", None)
