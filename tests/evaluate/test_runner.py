@@ -96,3 +96,26 @@ def test_bad_inputs_are_explained(tiny_checkpoint: Path, tiny_data: TinyData, tm
     cells.to_parquet(other / "cells.parquet")
     with pytest.raises(EvaluationError, match="not the one"):
         evaluate_checkpoint(tiny_checkpoint, tiny_data.manifest, tmp_path / "d", EvalOptions(cells=other, **FAST))
+
+
+def test_own_export_is_reused_only_with_the_same_cells(tmp_path):
+    import json as _json
+
+    import pandas as _pd
+
+    from geopak.evaluate.runner import _own_export
+    from geopak.geocells import CellTable
+
+    table = CellTable(_pd.DataFrame({"cell_id": [0, 1], "province": ["Sindh", "Punjab"], "center_lat": [25.0, 31.5],
+                                     "center_lon": [67.0, 74.3], "radius_km": [5.0, 6.0], "count": [50, 50],
+                                     "urban": [True, True]}))
+    d = tmp_path / "run" / "phase1"
+    d.mkdir(parents=True)
+    (d / "model.safetensors").write_bytes(b"x")
+    meta = {"extra": {"run": str(tmp_path / "run")}}
+    (d / "config.json").write_text(_json.dumps({"cells": {"hash": table.content_hash}}))
+    assert _own_export(meta, "phase1", table) == d
+    assert _own_export(meta, "phase0", table) is None
+    assert _own_export({"extra": {}}, "phase1", table) is None
+    (d / "config.json").write_text(_json.dumps({"cells": {"hash": "other"}}))
+    assert _own_export(meta, "phase1", table) is None

@@ -539,6 +539,19 @@ def _train_config(predictor: GeopakPredictor, opts: EvalOptions) -> Any:
     return None
 
 
+def _own_export(meta: dict[str, Any], phase: str, table: CellTable) -> Path | None:
+    """The checkpoint's own training run's export of ``phase``, when it exists and uses the same cell table."""
+    run = (meta.get("extra") or {}).get("run")
+    d = Path(run) / phase if run else None
+    if d is None or not (d / "config.json").exists() or not (d / "model.safetensors").exists():
+        return None
+    try:
+        cells_hash = json.loads((d / "config.json").read_text())["cells"]["hash"]
+    except (KeyError, ValueError, TypeError):
+        return None
+    return d if cells_hash == table.content_hash else None
+
+
 def _retrained(
     predictor: GeopakPredictor, df: pd.DataFrame, where: str, rows: pd.DataFrame, table: CellTable,
     cells_dir: Path | None, out: Path, opts: EvalOptions, kw: dict[str, Any], say: Callable[[str], None],
@@ -572,11 +585,19 @@ def _retrained(
         ovr = {"data.cache_dir": str(cache_dir), "trainer.progress_bar": False, "trainer.tensorboard": False,
                **overrides}
         run_dir = out / "ablations" / name
-        ckpt = train(cfg.with_overrides(ovr), train_df, cells_arg, run_dir, phases=phases,
-                     max_steps=opts.retrain_max_steps)
+        own = _own_export(meta, phases[-1], table) if not overrides and opts.retrain_max_steps is None else None
+        if own is not None:  # the checkpoint's own run already trained exactly this: reuse its export
+            ckpt = own
+            notes.append(f"{name} reuses the training run's own {phases[-1]} export ({own}) instead of retraining it.")
+        else:
+            ckpt = train(cfg.with_overrides(ovr), train_df, cells_arg, run_dir, phases=phases,
+                         max_steps=opts.retrain_max_steps)
         m = GeopakModel.from_checkpoint(ckpt).to(predictor.device).eval()
         clip, scene = _features(predictor, rows, out / "features" / f"{opts.split}-ablation-encoders", opts, model=m)
-        p = _mixture_all(m, _heads(m, clip, scene, predictor.device), **kw)
+        cal = (m.checkpoint_meta.get("extra") or {}).get("calibration") or {}
+        m_kw = {**kw, "province_temperature": float(cal.get("province_temperature", 1.0)),
+                "cell_temperature": float(cal.get("cell_temperature", 1.0))}  # each model its own calibration
+        p = _mixture_all(m, _heads(m, clip, scene, predictor.device), **m_kw)
         res[name] = _Result(_np(p.lat), _np(p.lon), _np(p.province), desc, time.perf_counter() - t0)
     notes.append(
         f"geopak_heads_only / geopak_no_smoothing / geopak_no_gate were retrained here ({', '.join(phases)} of "
