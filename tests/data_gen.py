@@ -17,22 +17,14 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from geopak.boundaries import GEONAMES_ADMIN1
 from geopak.geo import apply_offset_km
 from geopak.provinces import PROVINCES
 
 SEED_COUNTS: dict[str, int] = {p.name: p.seed_count for p in PROVINCES}
 """The seed dataset's images per province (90,515 in all)."""
 
-# GeoNames admin1 codes of Pakistan -> canonical province names.
-_ADMIN1 = {
-    "02": "Balochistan",
-    "03": "Khyber Pakhtunkhwa",
-    "04": "Punjab",
-    "05": "Sindh",
-    "06": "Azad Kashmir",
-    "07": "Gilgit-Baltistan",
-    "08": "Islamabad Capital Territory",
-}
+_ADMIN1 = {k: v for k, v in GEONAMES_ADMIN1.items() if k != "01"}  # the former FATA is left out here
 
 # Share of each province's points that are urban (town-centred); the rest are landmarks or rural spread.
 _URBAN_SHARE = {

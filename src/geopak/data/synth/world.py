@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geopak.boundaries import GEONAMES_ADMIN1
 from geopak.provinces import province_id
 
 __all__ = [
@@ -58,18 +59,6 @@ REGION = (20.0, 40.0, 58.0, 82.0)
 
 KM_PER_DEG = 111.195
 """Kilometres per degree of latitude on the mean sphere (geopak.geo's radius)."""
-
-# GeoNames admin1 codes of Pakistan -> canonical province names ("01", the former FATA, is now in KP).
-GEONAMES_ADMIN1 = {
-    "01": "Khyber Pakhtunkhwa",
-    "02": "Balochistan",
-    "03": "Khyber Pakhtunkhwa",
-    "04": "Punjab",
-    "05": "Sindh",
-    "06": "Azad Kashmir",
-    "07": "Gilgit-Baltistan",
-    "08": "Islamabad Capital Territory",
-}
 
 # Land part of the ETOPO1 colour table (elevation m, R, G, B): GMT "globe" as used by NOAA/NGDC.
 _ETOPO_PALETTE = np.array(
