@@ -252,16 +252,23 @@ def headline(metrics: dict[str, Any], compare: list[dict[str, Any]]) -> list[str
         f"macro median error {_fmt(g.get('macro_median_km'))} km (mean over provinces of each province's median), "
         f"plain median {_fmt(g.get('median_km'))} km, province accuracy {_fmt(g.get('province_accuracy'), 'acc_')}."
     ]
+    baselines = [n for n in ("prior", "knn", "flat_cells", "regression") if n in by]
+    ablations = [n for n in by if n != "geopak" and n not in baselines]
     for key, label in (("macro_median_km", "macro median"), ("median_km", "plain median")):
-        ahead, behind = [], []
-        for name, r in by.items():
-            if name == "geopak" or r.get(key) is None or g.get(key) is None:
-                continue
-            (ahead if g[key] < r[key] else behind).append(f"{name} ({_fmt(r[key])} km)")
-        if ahead:
-            lines.append(f"On the {label}, GEOPAK is ahead of: {', '.join(ahead)}.")
-        if behind:
-            lines.append(f"On the {label}, GEOPAK does NOT beat: {', '.join(behind)}.")
+        for group, names in (("baselines", baselines), ("ablations and variants", ablations)):
+            ahead, level, behind = [], [], []
+            for name in names:
+                r = by[name]
+                if r.get(key) is None or g.get(key) is None:
+                    continue
+                bucket = level if abs(g[key] - r[key]) < 0.05 else ahead if g[key] < r[key] else behind
+                bucket.append(f"{name} ({_fmt(r[key])} km)")
+            if level:
+                lines.append(f"On the {label}, GEOPAK is level with these {group}: {', '.join(level)}.")
+            if ahead:
+                lines.append(f"On the {label}, GEOPAK is ahead of these {group}: {', '.join(ahead)}.")
+            if behind:
+                lines.append(f"On the {label}, GEOPAK does NOT beat these {group}: {', '.join(behind)}.")
     return lines
 
 
@@ -272,7 +279,7 @@ def _table_html(compare: list[dict[str, Any]]) -> str:
         cls = ' class="geopak"' if r["method"] == "geopak" else ""
         cells = "".join(f"<td>{_fmt(r.get(k), k)}</td>" for k in _KEYS)
         body.append(f"<tr{cls}><td>{html.escape(r['method'])}</td>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _table_md(compare: list[dict[str, Any]]) -> str:
@@ -325,7 +332,7 @@ def _write_report(
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 h1{{margin-bottom:0}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #ccc;padding:4px 8px;
 text-align:right}} td:first-child,th:first-child{{text-align:left}} tr.geopak{{font-weight:bold;background:#eef6ee}}
-figure{{margin:1em 0}} img{{max-width:100%}} .ex{{display:grid;grid-template-columns:160px 1fr;gap:8px;
+.wide{{overflow-x:auto}} figure{{margin:1em 0}} img{{max-width:100%}} .ex{{display:grid;grid-template-columns:160px 1fr;gap:8px;
 align-items:center}} .ex figcaption{{grid-column:1/3}} .note{{background:#fff8e1;padding:.6em 1em;border-left:4px solid
 #f0b400}} code{{background:#f4f4f4;padding:1px 4px}}
 </style></head><body>
