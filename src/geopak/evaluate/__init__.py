@@ -7,32 +7,7 @@ matplotlib lazily.
 
 from __future__ import annotations
 
-from geopak.evaluate.metrics import (
-    ACC_THRESHOLDS_KM,
-    GEOSCORE_PK_SCALE_KM,
-    GEOSCORE_SCALE_KM,
-    METRIC_KEYS,
-    breakdown,
-    calibration_table,
-    compute_metrics,
-    confusion_matrix,
-    error_km,
-    error_metrics,
-    geoscore,
-    province_ids,
-)
+from geopak.evaluate import metrics as _metrics
+from geopak.evaluate.metrics import *  # noqa: F403  (the public metrics API, re-exported)
 
-__all__ = [
-    "ACC_THRESHOLDS_KM",
-    "GEOSCORE_PK_SCALE_KM",
-    "GEOSCORE_SCALE_KM",
-    "METRIC_KEYS",
-    "breakdown",
-    "calibration_table",
-    "compute_metrics",
-    "confusion_matrix",
-    "error_km",
-    "error_metrics",
-    "geoscore",
-    "province_ids",
-]
+__all__ = list(_metrics.__all__)
