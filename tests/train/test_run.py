@@ -82,8 +82,9 @@ def test_three_phases_in_sequence(data: tuple[Path, Path, Path], tmp_path: Path)
     model = GeopakModel.from_checkpoint(final)
     assert model.checkpoint_meta["phase"] == "phase2"
     assert model.checkpoint_meta["extra"]["val_metrics"]["n"] == summary["n_val"]
-    cal = model.checkpoint_meta["extra"]["calibration"]  # temperatures fitted on the validation rows
-    assert cal["n"] == summary["n_val"] and cal["province_temperature"] > 0 and cal["cell_temperature"] > 0
+    for name in ("phase0", "phase1", "phase2"):  # every export: temperatures fitted on the validation rows
+        cal = GeopakModel.from_checkpoint(out / name).checkpoint_meta["extra"]["calibration"]
+        assert cal["n"] == summary["n_val"] and cal["province_temperature"] > 0 and cal["cell_temperature"] > 0
     # phase 0 trained only fusion + heads; phase 1 also the embeddings; phase 2 the encoders' top layers
     w = {n: load_file(out / n / "model.safetensors") for n in ("phase0", "phase1", "phase2")}
     init_enc = "scene.backbone.layer4.0.conv1.weight"

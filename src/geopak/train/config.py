@@ -145,7 +145,7 @@ class ValidationConfig:
     mode: Literal["mixture", "median", "argmax"] = "mixture"
     use_offsets: bool = True
     calibrate: bool = True
-    """After the last phase, fit the province/cell temperatures on the validation rows and record them in the
+    """After each phase, fit the province/cell temperatures on the validation rows and record them in the
     exported checkpoint (``extra.calibration``); the predictor uses them."""
 
 

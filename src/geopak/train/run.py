@@ -576,6 +576,8 @@ def train(
                 phase=phase.name,
                 extra={"val_metrics": to_jsonable(metrics), "train_config": config_to_dict(cfg), "run": str(out)},
             )
+            if cfg.validation.calibrate and len(val_rows.ids):  # every export carries its own temperatures
+                calibrate_checkpoint(pdir, table, image_dataset(val_rows, False, None), cfg.data.eval_batch_size)
             _write_json(pdir / PHASE_SUMMARY_FILE, phase_summary)
             summary["phases"][phase.name] = {k: v for k, v in phase_summary.items() if k != "history"}
             summary["monitor_warnings"] = [w for p in summary["phases"].values() for w in p.get("warnings", [])]
