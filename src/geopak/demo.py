@@ -311,6 +311,7 @@ def _write_report(
         f"<td>{'yes' if v.get('cached') else 'no'}</td>"
         f"<td>{_fmt((v.get('val') or {}).get('macro_median_km'))}</td>"
         f"<td>{_fmt((v.get('val') or {}).get('province_accuracy'), 'acc_')}</td>"
+        f"<td>{_fmt((v.get('val') or {}).get('balanced_province_accuracy'), 'acc_')}</td>"
         f"<td>{_fmt(v.get('wall_seconds'))}</td>"
         f"<td>{'kept the previous phase (no validation gain)' if v.get('kept_previous_weights') else 'own'}</td></tr>"
         for k, v in phases.items()
@@ -361,7 +362,7 @@ province ({', '.join(PROVINCE_NAMES)}).</figcaption></figure>
 <figure><img src="{_rel(out / 'cells' / 'cells.png', out)}" alt="map of geocells"></figure>
 <h2>Training</h2>
 <table><thead><tr><th>phase</th><th>epochs</th><th>steps</th><th>cached features</th><th>val macro median km</th>
-<th>val province acc.</th><th>seconds</th><th>exported weights</th></tr></thead><tbody>{phase_rows}</tbody></table>
+<th>val province acc.</th><th>balanced (mean recall)</th><th>seconds</th><th>exported weights</th></tr></thead><tbody>{phase_rows}</tbody></table>
 {'<p class="note">Monitor warnings: ' + html.escape('; '.join(map(str, warnings))) + '</p>' if warnings else ''}
 {f'<figure><img src="{_rel(curves, out)}" alt="training curves"></figure>' if curves else ''}
 <h2>Predictions on test images</h2>

@@ -30,7 +30,7 @@ def test_known_errors() -> None:
     pla, plo = _points_at(d)
     tla, tlo = np.full(10, 30.0), np.full(10, 70.0)
     m = compute_metrics(pla, plo, tla, tlo, ["Sindh"] * 10, pred_province=["Sindh"] * 9 + ["Punjab"])
-    assert list(m) == [*METRIC_KEYS, "by_province"]
+    assert list(m) == [*METRIC_KEYS, "balanced_province_accuracy", "by_province"]
     assert m["n"] == 10
     assert m["median_km"] == pytest.approx(np.median(d), rel=1e-6)
     assert m["mean_km"] == pytest.approx(d.mean(), rel=1e-6)
@@ -104,3 +104,18 @@ def test_confusion_calibration_breakdown() -> None:
     assert rows[0]["median_km"] == 80.0 and rows[-1]["median_km"] == 5.0
     b = breakdown([1.0, 2.0, 30.0], [True, True, False])
     assert set(b) == {"True", "False"} and b["True"]["n"] == 2 and b["False"]["median_km"] == 30.0
+
+
+def test_balanced_province_accuracy_is_the_mean_recall():
+    import numpy as np
+
+    from geopak.evaluate import compute_metrics
+
+    true = np.array([0] * 8 + [1, 1])  # 80% Sindh
+    pred = np.array([0] * 8 + [0, 1])  # Sindh all right, Punjab half
+    lat = np.full(10, 30.0)
+    lon = np.full(10, 70.0)
+    m = compute_metrics(lat, lon, lat, lon, true, pred)
+    assert m["province_accuracy"] == 0.9
+    assert m["balanced_province_accuracy"] == 0.75
+    assert compute_metrics(lat, lon, lat, lon, true)["balanced_province_accuracy"] is None
