@@ -97,8 +97,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] | None = None) -> Dem
     from geopak.data.validate import validate_file
     from geopak.evaluate.runner import EvalOptions, evaluate_checkpoint
     from geopak.geocells import CellConfig, build_and_write, validate_points
-    from geopak.train.config import load_config
-    from geopak.train.run import train
+    from geopak.train import load_config, train
 
     say = say or (lambda m: logger.info("%s", m))
     out = Path(opts.out).resolve()

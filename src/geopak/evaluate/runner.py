@@ -559,10 +559,7 @@ def _retrained(
 ) -> dict[str, _Result]:
     """Heads-only retrains (phases with frozen encoders) of the reference config and two ablations."""
     from geopak.model.geopak import GeopakModel
-    try:
-        from geopak.train import train
-    except ImportError:  # the package may not re-export it yet
-        from geopak.train.run import train
+    from geopak.train import train
 
     meta = getattr(predictor.model, "checkpoint_meta", {}) or {}
     cfg = _train_config(predictor, opts)
