@@ -137,3 +137,24 @@ def test_gldv2_joins_landmark_coordinates(tmp_path):
     assert df["id"].tolist() == ["gldv2:x1"] and df["licence"].iloc[0] == "CC BY-SA 4.0"
     with pytest.raises(ValueError, match="lacks columns"):
         gldv2.load(tmp_path / "train.csv", tmp_path / "attr.csv")
+
+
+def test_crawl_cli_imports_gldv2_and_downloads_into_a_manifest(tmp_path, fake_server):
+    from typer.testing import CliRunner
+
+    from geopak.cli import app
+
+    fake_server.image_route("/a.jpg")
+    (tmp_path / "train.csv").write_text(
+        f"id,url,landmark_id\nx1,{fake_server.url}/a.jpg,7\nx2,{fake_server.url}/gone.jpg,7\nx3,http://a/3.jpg,8\n"
+    )
+    (tmp_path / "marks.csv").write_text("landmark_id,lat,lon\n7,31.59,74.31\n8,48.85,2.35\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["crawl", "gldv2", str(tmp_path / "train.csv"), "--landmarks",
+                                   str(tmp_path / "marks.csv"), "--out", str(out), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(out / "manifest.parquet")
+    rej = pd.read_csv(out / "rejects.csv")
+    assert df["id"].tolist() == ["gldv2:x1"] and (out / df["path"].iloc[0]).exists()
+    assert rej["id"].tolist() == ["gldv2:x2"] and rej["reason"].tolist() == ["download_failed"]
+    assert "1 rows" in res.output and "1 rejected" in res.output
