@@ -29,6 +29,19 @@ def _is_local(address: object) -> bool:
         return False
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """Point GEOPAK's cache (weights, boundaries, the synth world) at a fresh folder for the whole session, so
+    no test depends on, or writes to, what the user has cached."""
+    old = os.environ.get("GEOPAK_CACHE")
+    os.environ["GEOPAK_CACHE"] = str(tmp_path_factory.mktemp("geopak-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GEOPAK_CACHE", None)
+    else:
+        os.environ["GEOPAK_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any test that connects a socket to a non-loopback address."""
