@@ -315,7 +315,8 @@ def _write_report(
         f"<td>{'kept the previous phase (no validation gain)' if v.get('kept_previous_weights') else 'own'}</td></tr>"
         for k, v in phases.items()
     )
-    warnings = run_summary.get("monitor_warnings") or []
+    warnings = [w.get("message", str(w)) if isinstance(w, dict) else str(w)
+                for w in run_summary.get("monitor_warnings") or []]
     ex_html = "".join(
         f"<figure class='ex'><img src='{_rel(e['image'], out)}' alt='test image {html.escape(str(e['id']))}'>"
         f"<img src='{_rel(e['map'], out)}' alt='prediction map'><figcaption>true {html.escape(e['true_province'])}, "
@@ -362,7 +363,8 @@ province ({', '.join(PROVINCE_NAMES)}).</figcaption></figure>
 <h2>Training</h2>
 <table><thead><tr><th>phase</th><th>epochs</th><th>steps</th><th>cached features</th><th>val macro median km</th>
 <th>val province acc.</th><th>balanced (mean recall)</th><th>seconds</th><th>exported weights</th></tr></thead><tbody>{phase_rows}</tbody></table>
-{'<p class="note">Monitor warnings: ' + html.escape('; '.join(map(str, warnings))) + '</p>' if warnings else ''}
+{'<div class="note">Monitor warnings:<ul>' + ''.join(f'<li>{html.escape(w)}</li>' for w in warnings) + '</ul></div>'
+  if warnings else ''}
 {f'<figure><img src="{_rel(curves, out)}" alt="training curves"></figure>' if curves else ''}
 <h2>Predictions on test images</h2>
 {ex_html}

@@ -208,7 +208,8 @@ def _circle(lat: float, lon: float, radius_km: float, n: int = 90) -> tuple[np.n
 def plot_prediction(record: Mapping[str, Any], path: Path, polygons: Mapping[str, Any] | None = _UNSET,
                     title: str | None = None) -> Path:
     """One prediction on a map of Pakistan (left) and zoomed in (right): hypotheses sized by p, the final
-    position and the uncertainty circle of ``radius_km``."""
+    position and the uncertainty circle of ``radius_km``; the true position too when the record has
+    ``true_lat``/``true_lon`` (evaluation images)."""
     plt = _plt()
     if polygons is _UNSET:
         polygons = province_outlines()
@@ -218,8 +219,11 @@ def plot_prediction(record: Mapping[str, Any], path: Path, polygons: Mapping[str
     hp = np.array([h["p"] for h in hyps], float)
     lat, lon, r = float(record["lat"]), float(record["lon"]), float(record.get("radius_km") or 0.0)
     cl, co = _circle(lat, lon, max(r, 0.5))
+    truth = record.get("true_lat"), record.get("true_lon")
+    has_truth = truth[0] is not None and truth[1] is not None
+    tl, to = (float(truth[0]), float(truth[1])) if has_truth else (lat, lon)
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
-    all_lat, all_lon = np.r_[hl, cl, lat], np.r_[ho, co, lon]
+    all_lat, all_lon = np.r_[hl, cl, lat, tl], np.r_[ho, co, lon, to]
     mid_lat, mid_lon = (all_lat.min() + all_lat.max()) / 2, (all_lon.min() + all_lon.max()) / 2
     half_lat = max(np.ptp(all_lat), 0.2) * 0.55
     half_lon = max(np.ptp(all_lon), 0.2) * 0.55
@@ -231,6 +235,8 @@ def plot_prediction(record: Mapping[str, Any], path: Path, polygons: Mapping[str
                        label="hypotheses (size = p)")
         ax.plot(co, cl, color="tab:blue", lw=1, zorder=4, label=f"radius {r:.1f} km")
         ax.scatter([lon], [lat], marker="*", s=180, c="tab:red", edgecolor="k", zorder=5, label="prediction")
+        if has_truth:
+            ax.scatter([to], [tl], marker="X", s=110, c="tab:green", edgecolor="k", zorder=6, label="true position")
         _frame(ax, extent)
     axes[1].legend(fontsize=8, loc="best")
     axes[0].set_title(title or "prediction", fontsize=9)
