@@ -571,13 +571,12 @@ def train(
             "cache": str(cache_root) if cache_root else None,
         }
         if trainer.is_global_zero:
-            model.save_checkpoint(
-                pdir,
-                phase=phase.name,
-                extra={"val_metrics": to_jsonable(metrics), "train_config": config_to_dict(cfg), "run": str(out)},
-            )
+            extra = {"val_metrics": to_jsonable(metrics), "train_config": config_to_dict(cfg), "run": str(out)}
             if cfg.validation.calibrate and len(val_rows.ids):  # every export carries its own temperatures
-                calibrate_checkpoint(pdir, table, image_dataset(val_rows, False, None), cfg.data.eval_batch_size)
+                extra["calibration"] = fit_calibration(
+                    model, table, image_dataset(val_rows, False, None), cfg.data.eval_batch_size
+                )
+            model.save_checkpoint(pdir, phase=phase.name, extra=extra)
             _write_json(pdir / PHASE_SUMMARY_FILE, phase_summary)
             summary["phases"][phase.name] = {k: v for k, v in phase_summary.items() if k != "history"}
             summary["monitor_warnings"] = [w for p in summary["phases"].values() for w in p.get("warnings", [])]
@@ -596,39 +595,48 @@ def train(
     return final_dir
 
 
-def calibrate_checkpoint(ckpt: Path, table: CellTable, val_dataset: Any, batch_size: int = 128) -> dict[str, Any]:
-    """Fit the mixture's province and cell temperatures on validation images and record them in the checkpoint.
+def fit_calibration(model: Any, table: CellTable, val_dataset: Any, batch_size: int = 128) -> dict[str, Any]:
+    """Fit the mixture's province and cell temperatures of an in-memory model on validation images.
 
-    See :func:`geopak.inference.fit_temperatures`. Idempotent: a checkpoint already calibrated on the same
-    number of rows is left as it is (a resumed run does not refit).
+    See :func:`geopak.inference.fit_temperatures`. Returns the ``extra.calibration`` record of a checkpoint.
     """
     import torch
 
     from geopak.inference import fit_temperatures
-    from geopak.model.geopak import GeopakModel
 
-    model = GeopakModel.from_checkpoint(ckpt, cells=table).eval()
-    extra = dict(model.checkpoint_meta.get("extra") or {})
-    done = extra.get("calibration") or {}
-    if done.get("n") == len(val_dataset):
-        return done
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(val_dataset, batch_size=batch_size)
     plog, clog, prov, cell = [], [], [], []
     with torch.no_grad():
         for b in loader:
-            out = model(b["image"])
-            plog.append(out.province_logits)
-            clog.append(out.cell_logits)
+            out = model(b["image"].to(device))
+            plog.append(out.province_logits.float().cpu())
+            clog.append(out.cell_logits.float().cpu())
             prov.append(b["province"])
             cell.append(b["cell_id"])
+    model.train(was_training)
     cell_id = torch.cat(cell).long()
     local = torch.as_tensor(table.local_index)[cell_id.clamp_min(0)].masked_fill(cell_id < 0, -1)
     tp, tc = fit_temperatures(torch.cat(plog), torch.cat(clog), torch.cat(prov), local)
-    cal = {"province_temperature": round(tp, 4), "cell_temperature": round(tc, 4), "fitted_on": "validation",
-           "n": len(val_dataset)}
-    extra["calibration"] = cal
+    logger.info("calibrated on %d validation images: province T=%.3f, cell T=%.3f", len(val_dataset), tp, tc)
+    return {"province_temperature": round(tp, 4), "cell_temperature": round(tc, 4), "fitted_on": "validation",
+            "n": len(val_dataset)}
+
+
+def calibrate_checkpoint(ckpt: Path, table: CellTable, val_dataset: Any, batch_size: int = 128) -> dict[str, Any]:
+    """Record the temperatures in an exported checkpoint that lacks them (e.g. one written before calibration
+    existed). Idempotent: a checkpoint already calibrated on the same number of rows is left as it is."""
+    from geopak.model.geopak import GeopakModel
+
+    model = GeopakModel.from_checkpoint(ckpt, cells=table)
+    extra = dict(model.checkpoint_meta.get("extra") or {})
+    done = extra.get("calibration") or {}
+    if done.get("n") == len(val_dataset):
+        return done
+    extra["calibration"] = cal = fit_calibration(model, table, val_dataset, batch_size)
     model.save_checkpoint(ckpt, phase=model.checkpoint_meta.get("phase"), extra=extra)
-    logger.info("calibrated %s on %d validation images: province T=%.3f, cell T=%.3f", ckpt, len(val_dataset), tp, tc)
     return cal
 
 
