@@ -122,8 +122,29 @@ def test_cell_heads_match_per_image_evaluation(model: GeopakModel) -> None:
     for b in range(3):
         for p, n in enumerate(COUNTS):
             if n:
-                ref = model.cell_heads.heads[str(p)](out.fused[b : b + 1])[0]
-                assert torch.allclose(out.cell_logits[b, p, :n], ref, atol=1e-6)
+                ref = model.cell_heads.head_logits(p, out.fused[b : b + 1])[0]
+                assert torch.allclose(out.cell_logits[b, p, :n], ref, atol=1e-5)
+
+
+def test_cell_heads_load_the_per_province_module_layout() -> None:
+    """A state dict with one ``heads.{p}`` Sequential per province (earlier checkpoints) loads into the
+    vectorised heads and gives the same logits as those separate modules."""
+    from torch import nn
+
+    from geopak.model.heads import CellHeads, mlp_head
+
+    torch.manual_seed(0)
+    counts = list(COUNTS)
+    old = nn.ModuleDict({str(p): mlp_head(16, 8, n) for p, n in enumerate(counts) if n})
+    sd = {f"heads.{k}": v for k, v in old.state_dict().items()}
+    heads = CellHeads(16, 8, counts)
+    heads.load_state_dict(sd)
+    x = torch.randn(5, 16)
+    out = heads(x)
+    for p, n in enumerate(counts):
+        if n:
+            assert torch.allclose(out[:, p, :n], old[str(p)](x), atol=1e-5)
+        assert (out[:, p, n:] == PAD_LOGIT).all()
 
 
 def test_gate_in_unit_interval_and_fusion_formula(model: GeopakModel) -> None:

@@ -7,6 +7,8 @@ province's cell count.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -70,10 +72,16 @@ class GatedFusion(nn.Module):
 class CellHeads(nn.Module):
     """One geocell classifier per province (mixture-of-experts style), run for every image at once.
 
-    Each head is Linear(D, hidden) -> LayerNorm -> GELU -> Linear(hidden, n_p). The seven heads are applied to
-    the whole batch (a loop over provinces, never over images) and scattered into one padded (B, 7, K) tensor
-    whose row p holds province p's logits at local indices 0..n_p-1 and :data:`PAD_LOGIT` beyond.
-    A province without cells has no head; its row is all padding.
+    Province p's head is Linear(D, hidden) -> LayerNorm -> GELU -> Dropout -> Linear(hidden, n_p), with its own
+    parameters. The heads are evaluated together, without a loop over provinces or images: the first layers of all
+    heads are one (D -> A x hidden) matrix product (A = provinces with cells), the per-head LayerNorms one normalisation
+    with per-head affine parameters, the last layers one product per head on its slice of one weight matrix, and the
+    results one scatter into the padded output. The output is one padded (B, 7, K) tensor whose row p holds province p's logits at
+    local indices 0..n_p-1 and :data:`PAD_LOGIT` beyond. A province without cells has no head; its row is padding.
+
+    Parameters (exactly those of the separate heads): ``w1 (A, hidden, D)``, ``b1``, ``ln_weight``, ``ln_bias``
+    ``(A, hidden)``; ``w2 (N, hidden)`` and ``b2 (N,)`` with the rows of province p's cells at its offset. Checkpoints
+    written with one ``heads.{p}`` module per province load unchanged (converted on load).
     """
 
     def __init__(self, dim: int, hidden: int, counts: list[int], dropout: float = 0.0) -> None:
@@ -82,18 +90,81 @@ class CellHeads(nn.Module):
             raise ValueError(f"expected {NUM_PROVINCES} per-province cell counts, got {len(counts)}")
         self.counts = [int(c) for c in counts]
         self.k = max(max(self.counts), 1)
-        self.heads = nn.ModuleDict(
-            {str(p): mlp_head(dim, hidden, n, dropout) for p, n in enumerate(self.counts) if n > 0}
-        )
+        self.hidden = int(hidden)
+        active = [p for p, n in enumerate(self.counts) if n > 0]
+        a, n_cells = len(active), sum(self.counts)
+        self.w1 = nn.Parameter(torch.empty(a, hidden, dim))
+        self.b1 = nn.Parameter(torch.empty(a, hidden))
+        self.ln_weight = nn.Parameter(torch.ones(a, hidden))
+        self.ln_bias = nn.Parameter(torch.zeros(a, hidden))
+        self.w2 = nn.Parameter(torch.empty(n_cells, hidden))
+        self.b2 = nn.Parameter(torch.empty(n_cells))
+        self.drop = nn.Dropout(dropout)
+        offsets = [0]
+        for n in self.counts:
+            offsets.append(offsets[-1] + n)
+        valid = torch.zeros(a, self.k, dtype=torch.bool)  # (A, K): real cells of each head
+        for i, p in enumerate(active):
+            valid[i, : self.counts[p]] = True
+        self.register_buffer("active", torch.tensor(active, dtype=torch.long), persistent=False)
+        self.register_buffer("_flat_index", valid.flatten().nonzero()[:, 0], persistent=False)
+        self._offsets = offsets
+        self._spans = [(offsets[p], offsets[p + 1]) for p in active]
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's default initialisation, head by head (uniform within 1/sqrt(fan_in))."""
+        b1, b2 = self.w1.shape[-1] ** -0.5, self.hidden**-0.5
+        with torch.no_grad():
+            for w, bound in ((self.w1, b1), (self.b1, b1), (self.w2, b2), (self.b2, b2)):
+                w.uniform_(-bound, bound)
+            self.ln_weight.fill_(1.0)
+            self.ln_bias.zero_()
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, 7, K) padded float32 logits."""
-        outs = {int(p): head(fused) for p, head in self.heads.items()}
+        b, a = fused.shape[0], self.w1.shape[0]
+        h = (fused @ self.w1.flatten(0, 1).T.to(fused.dtype)).view(b, a, self.hidden) + self.b1.to(fused.dtype)
+        h = nn.functional.layer_norm(h, (self.hidden,)) * self.ln_weight + self.ln_bias
+        h = self.drop(nn.functional.gelu(h))
+        # last layers: one product per head on its own rows of w2 (a padded batched product over K = the
+        # largest head would multiply mostly padding when the cell counts are as uneven as Sindh's 450 vs AJK's 5)
+        parts = [h[:, i] @ self.w2[lo:hi].T.to(h.dtype) for i, (lo, hi) in enumerate(self._spans)]
         # float32 whatever the autocast dtype: exact padding value, softmax without bf16 rounding
-        logits = fused.new_full((fused.shape[0], NUM_PROVINCES, self.k), PAD_LOGIT, dtype=torch.float32)
-        for p, o in outs.items():
-            logits[:, p, : o.shape[-1]] = o.float()
+        flat = torch.cat(parts, dim=1).float() + self.b2.float()  # (B, N) in cell order
+        out = flat.new_full((b, a * self.k), PAD_LOGIT)
+        out[:, self._flat_index] = flat
+        out = out.view(b, a, self.k)
+        if a == NUM_PROVINCES:
+            return out
+        logits = out.new_full((b, NUM_PROVINCES, self.k), PAD_LOGIT)
+        logits[:, self.active] = out
         return logits
+
+    def head_logits(self, province: int, fused: torch.Tensor) -> torch.Tensor:
+        """Province ``province``'s head alone on ``fused (B, D)``: ``(B, n_p)`` (a slow, readable reference)."""
+        i = int((self.active == province).nonzero()[0, 0])
+        lo, hi = self._offsets[province], self._offsets[province + 1]
+        h = nn.functional.linear(fused, self.w1[i], self.b1[i])
+        h = nn.functional.gelu(nn.functional.layer_norm(h, (self.hidden,), self.ln_weight[i], self.ln_bias[i]))
+        return nn.functional.linear(self.drop(h), self.w2[lo:hi], self.b2[lo:hi])
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Accept checkpoints with one ``heads.{p}`` Sequential per province (the earlier layout)."""
+        old = f"{prefix}heads."
+        if any(k.startswith(old) for k in state_dict):
+            active = self.active.tolist()
+            parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("w1", "b1", "ln_weight", "ln_bias", "w2", "b2")}
+            for p in active:
+                q = f"{old}{p}."
+                for name, key in (("w1", "0.weight"), ("b1", "0.bias"), ("ln_weight", "1.weight"),
+                                  ("ln_bias", "1.bias"), ("w2", "4.weight"), ("b2", "4.bias")):
+                    parts[name].append(state_dict.pop(q + key))
+            for name, ts in parts.items():
+                state_dict[prefix + name] = torch.cat(ts) if name in ("w2", "b2") else torch.stack(ts)
+            for k in [k for k in state_dict if k.startswith(old)]:
+                state_dict.pop(k)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class _ResidualBlock(nn.Module):
