@@ -15,7 +15,7 @@ from PIL import Image
 from geopak import geo
 from geopak.data.images import ImageReadError
 from geopak.geocells import CellTable
-from geopak.inference import GeopakPredictor, Prediction, mixture
+from geopak.inference import GeopakPredictor, Prediction, mixture, province_logit_adjustment
 from geopak.model.geopak import GeopakConfig, GeopakModel, GeopakOutput
 from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES
 
@@ -375,3 +375,43 @@ def test_fit_temperatures_recovers_the_scale_of_miscalibrated_logits():
     tp, tc = fit_temperatures(z_prov * 3.0, z_cell * 0.5, prov, local)
     assert tp == pytest.approx(3.0, rel=0.15)
     assert tc == pytest.approx(0.5, rel=0.15)
+
+
+def test_province_logit_adjustment() -> None:
+    counts = np.array([720, 80, 60, 50, 30, 40, 20])
+    quotas = np.array([16, 8, 8, 8, 8, 8, 8])
+    weights = np.ones(7)
+    b = province_logit_adjustment(counts, quotas, weights)
+    eff = quotas / quotas.sum()
+    np.testing.assert_allclose(b, np.log(counts / counts.sum()) - np.log(eff))
+    # a head that learned exactly the effective prior, shifted, gives the data prior
+    post = np.exp(np.log(eff) + b)
+    np.testing.assert_allclose(post / post.sum(), counts / counts.sum())
+    assert province_logit_adjustment(np.array([5, 0, 0, 0, 0, 0, 0]), quotas, weights)[1] == 0.0
+
+
+def test_predictor_data_prior_applies_the_recorded_shift(tmp_path: Path) -> None:
+    """prior="data" adds the checkpoint's recorded province shift to the logits; without a record it refuses."""
+    cells = _cells({0: 8, 1: 6, 2: 4, 3: 2, 4: 3, 5: 2, 6: 2}, seed=1)
+    model = _model(cells)
+    shift = [4.0, -4.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    path = tmp_path / "ckpt"
+    model.save_checkpoint(path, phase="phase1", extra={"calibration": {"province_prior_shift": shift}})
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    kw = {"device": "cpu", "bf16": False, "image_size": 32}
+    balanced = GeopakPredictor(path, **kw).predict_tensor(images)
+    data = GeopakPredictor(path, prior="data", **kw).predict_tensor(images)
+    lb, ld = balanced.province_probs.log(), data.province_probs.log()
+    want = torch.log_softmax(lb + torch.tensor(shift), dim=1)
+    assert torch.allclose(ld, want, atol=1e-4)
+    assert not torch.allclose(lb, ld)
+    with pytest.raises(ValueError, match="records no province prior shift"):
+        GeopakPredictor(_saved_without_shift(model, tmp_path), prior="data", **kw)
+    with pytest.raises(ValueError, match="prior must be"):
+        GeopakPredictor(path, prior="uniform", **kw)  # type: ignore[arg-type]
+
+
+def _saved_without_shift(model: GeopakModel, tmp_path: Path) -> Path:
+    path = tmp_path / "plain"
+    model.save_checkpoint(path, phase="phase1")
+    return path

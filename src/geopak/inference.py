@@ -120,7 +120,7 @@ def mixture(
         confidence_km: radius of the confidence mass.
         province_bias: optional ``(7,)`` added to the province logits first (e.g. a logit adjustment from the
             balanced training prior back to the data's prior; see
-            :func:`geopak.evaluate.baselines.province_logit_adjustment`).
+            :func:`province_logit_adjustment`).
         province_temperature, cell_temperature: divide the province / cell logits by these before the softmax
             (post-hoc calibration fitted on validation data, see :func:`fit_temperatures`; 1 = raw).
 
@@ -203,6 +203,23 @@ def mixture(
         hyp_prob=p,
         hyp_cell=torch.where(valid, cell, torch.full_like(cell, -1)),
     )
+
+
+def province_logit_adjustment(train_counts: Any, quotas: Any, class_weights: Any) -> np.ndarray:
+    """``(7,)`` logit shift from the prior the province head was trained under to the data's prior.
+
+    With balanced batches (``quotas`` per province) and a class-weighted cross-entropy (``class_weights``)
+    the head is fitted to the effective prior ``q_p w_p`` (normalised), not to the data's ``n_p``; adding
+    ``log(n_p / sum n) - log(q_p w_p / sum q w)`` to its logits (logit adjustment, Menon et al. 2021) makes
+    its posteriors those of the data's prior again. Provinces without training images or quota get 0.
+    """
+    n = np.asarray(train_counts, float)
+    eff = np.asarray(quotas, float) * np.asarray(class_weights, float)
+    ok = (n > 0) & (eff > 0)
+    out = np.zeros(len(n))
+    if ok.any():
+        out[ok] = np.log(n[ok] / n[ok].sum()) - np.log(eff[ok] / eff[ok].sum())
+    return out
 
 
 def fit_temperatures(
@@ -361,6 +378,12 @@ class GeopakPredictor:
         top_provinces, top_cells, mode, use_offsets, confidence_km: the :func:`mixture` settings.
         calibrated: use the temperatures fitted on validation data that the checkpoint records
             (``extra.calibration``, written by training); ``False`` = raw probabilities.
+        prior: the province prior of the answers. ``"balanced"`` (default): the head as trained, with balanced
+            batches and class weights, so no province is favoured for being frequent in the training data (the
+            seed's design: its data mix reflects where people post photos, not where a user's photo comes from).
+            ``"data"``: shifted to the training data's own province mix (``extra.calibration.province_prior_shift``,
+            see :func:`province_logit_adjustment`): more accurate when photos come in that same mix, worse on rare
+            provinces.
         image_size: side of the image tensor; default: the training config's ``data.image_size`` recorded in
             the checkpoint, else the larger of the two encoders' input sizes.
         model: an already-built :class:`~geopak.model.geopak.GeopakModel` instead of ``checkpoint_path``.
@@ -380,6 +403,7 @@ class GeopakPredictor:
         image_size: int | None = None,
         model: torch.nn.Module | None = None,
         calibrated: bool = True,
+        prior: Literal["balanced", "data"] = "balanced",
     ) -> None:
         if (checkpoint_path is None) == (model is None):
             raise ValueError("give exactly one of checkpoint_path or model")
@@ -401,6 +425,19 @@ class GeopakPredictor:
         cal = (getattr(self.model, "checkpoint_meta", {}).get("extra") or {}).get("calibration") or {}
         self.province_temperature = float(cal.get("province_temperature", 1.0)) if calibrated else 1.0
         self.cell_temperature = float(cal.get("cell_temperature", 1.0)) if calibrated else 1.0
+        if prior not in ("balanced", "data"):
+            raise ValueError(f"prior must be 'balanced' or 'data', got {prior!r}")
+        self.prior = prior
+        self.province_bias: torch.Tensor | None = None
+        if prior == "data":
+            shift = cal.get("province_prior_shift")
+            if shift is None:
+                raise ValueError(
+                    f"{self.checkpoint_path or 'the model'} records no province prior shift "
+                    "(extra.calibration.province_prior_shift, written by `geopak train`); use prior='balanced', "
+                    "or recalibrate the checkpoint by rerunning training's last phase"
+                )
+            self.province_bias = torch.as_tensor(shift, dtype=torch.float32, device=self.device)
         self.use_offsets = use_offsets
         self.confidence_km = confidence_km
         self.image_size = int(image_size or _default_image_size(self.model))
@@ -447,7 +484,8 @@ class GeopakPredictor:
         out = self.model.forward_features(clip.to(self.device).float(), scene.to(self.device).float())
         return mixture(
             self.model, out, self.top_provinces, self.top_cells, self.mode, self.use_offsets, self.confidence_km,
-            province_temperature=self.province_temperature, cell_temperature=self.cell_temperature,
+            province_bias=self.province_bias, province_temperature=self.province_temperature,
+            cell_temperature=self.cell_temperature,
         )
 
     @torch.no_grad()

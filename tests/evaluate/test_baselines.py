@@ -123,16 +123,3 @@ def test_nearest_cell_province() -> None:
     got = bl.nearest_cell_province(np.array([25.1, 35.0, 31.0]), np.array([67.2, 74.0, 74.0]), centers,
                                    np.array([0, 1, 4]), chunk=2)
     assert got.tolist() == [0, 4, 1]
-
-
-def test_province_logit_adjustment() -> None:
-    counts = np.array([720, 80, 60, 50, 30, 40, 20, ])
-    quotas = np.array([16, 8, 8, 8, 8, 8, 8])
-    weights = np.ones(7)
-    b = bl.province_logit_adjustment(counts, quotas, weights)
-    eff = quotas / quotas.sum()
-    np.testing.assert_allclose(b, np.log(counts / counts.sum()) - np.log(eff))
-    # a head that learned exactly the effective prior, shifted, gives the data prior
-    post = np.exp(np.log(eff) + b)
-    np.testing.assert_allclose(post / post.sum(), counts / counts.sum())
-    assert bl.province_logit_adjustment(np.array([5, 0, 0, 0, 0, 0, 0]), quotas, weights)[1] == 0.0

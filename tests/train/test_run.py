@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from geopak.model.geopak import GeopakModel
+from geopak.provinces import PROVINCE_NAMES
 from geopak.train.config import TrainConfig, config_to_dict, load_config
-from geopak.train.run import TrainError, load_training_data, train
+from geopak.train.run import TrainError, load_training_data, province_prior_shift, train
 
 from . import make_tiny_data
 
@@ -82,9 +83,15 @@ def test_three_phases_in_sequence(data: tuple[Path, Path, Path], tmp_path: Path)
     model = GeopakModel.from_checkpoint(final)
     assert model.checkpoint_meta["phase"] == "phase2"
     assert model.checkpoint_meta["extra"]["val_metrics"]["n"] == summary["n_val"]
+    counts = np.array([summary["train_counts"][n] for n in PROVINCE_NAMES])
+    shift = province_prior_shift(cfg, counts)
     for name in ("phase0", "phase1", "phase2"):  # every export: temperatures fitted on the validation rows
         cal = GeopakModel.from_checkpoint(out / name).checkpoint_meta["extra"]["calibration"]
         assert cal["n"] == summary["n_val"] and cal["province_temperature"] > 0 and cal["cell_temperature"] > 0
+        np.testing.assert_allclose(cal["province_prior_shift"], shift, atol=1e-5)  # for prior="data"
+    # validation also scores the province head under the training data's own mix (the shift above)
+    assert 0.0 <= p0["val"]["province_accuracy_data_prior"] <= 1.0
+    assert 0.0 <= p0["val"]["balanced_province_accuracy"] <= 1.0
     # phase 0 trained only fusion + heads; phase 1 also the embeddings; phase 2 the encoders' top layers
     w = {n: load_file(out / n / "model.safetensors") for n in ("phase0", "phase1", "phase2")}
     init_enc = "scene.backbone.layer4.0.conv1.weight"

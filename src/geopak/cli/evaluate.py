@@ -82,7 +82,12 @@ def register(app: typer.Typer) -> None:
         bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: where it is faster)."),
         top_provinces: int = typer.Option(2, "--top-provinces", help="Provinces in the mixture."),
         top_cells: int = typer.Option(5, "--top-cells", help="Cells per province in the mixture."),
-        mode: str = typer.Option("mixture", "--mode", help="mixture or argmax."),
+        mode: str = typer.Option("mixture", "--mode", help="mixture, median (p-weighted geometric median) or argmax."),
+        prior: str = typer.Option(
+            "balanced", "--prior",
+            help="Province prior: balanced (as trained; no province favoured for its share of the training data) "
+                 "or data (the training data's province mix).",
+        ),
         no_offsets: bool = typer.Option(False, "--no-offsets", help="Use bare cell centres."),
         boundaries: Path = typer.Option(None, "--boundaries", help="Province boundaries file for --plot maps."),
     ) -> None:
@@ -95,8 +100,10 @@ def register(app: typer.Typer) -> None:
         from geopak.inference import GeopakPredictor
 
         console = Console(stderr=True)
-        if mode not in ("mixture", "argmax"):
-            raise typer.BadParameter(f"--mode must be mixture or argmax, got {mode!r}")
+        if mode not in ("mixture", "median", "argmax"):
+            raise typer.BadParameter(f"--mode must be mixture, median or argmax, got {mode!r}")
+        if prior not in ("balanced", "data"):
+            raise typer.BadParameter(f"--prior must be balanced or data, got {prior!r}")
         if out is not None and out.suffix.lower() not in OUTPUT_FORMATS:
             raise typer.BadParameter(f"--out {out}: use a .csv, .jsonl or .geojson file name")
         try:
@@ -109,7 +116,7 @@ def register(app: typer.Typer) -> None:
         try:
             predictor = GeopakPredictor(checkpoint_path=checkpoint, device=device, batch_size=batch_size, bf16=bf16,
                                         top_provinces=top_provinces, top_cells=top_cells, mode=mode,  # type: ignore[arg-type]
-                                        use_offsets=not no_offsets)
+                                        use_offsets=not no_offsets, prior=prior)  # type: ignore[arg-type]
         except (FileNotFoundError, ValueError) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from e

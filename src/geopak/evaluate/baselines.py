@@ -335,19 +335,3 @@ def refine_with_retrieval(
     return np.asarray(lat), np.asarray(lon), rl, ro
 
 
-# ------------------------------------------------------------------------------------------ priors
-def province_logit_adjustment(train_counts: np.ndarray, quotas: np.ndarray, class_weights: np.ndarray) -> np.ndarray:
-    """``(7,)`` logit shift from the prior the province head was trained under to the data's prior.
-
-    With balanced batches (``quotas`` per province) and a class-weighted cross-entropy (``class_weights``)
-    the head is fitted to the effective prior ``q_p w_p`` (normalised), not to the data's ``n_p``; adding
-    ``log(n_p / sum n) - log(q_p w_p / sum q w)`` to its logits (logit adjustment, Menon et al. 2021) makes
-    its posteriors those of the data's prior again. Provinces without training images or quota get 0.
-    """
-    n = np.asarray(train_counts, float)
-    eff = np.asarray(quotas, float) * np.asarray(class_weights, float)
-    ok = (n > 0) & (eff > 0)
-    out = np.zeros(len(n))
-    if ok.any():
-        out[ok] = np.log(n[ok] / n[ok].sum()) - np.log(eff[ok] / eff[ok].sum())
-    return out

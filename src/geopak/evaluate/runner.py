@@ -55,6 +55,7 @@ from geopak.geocells import CellTable
 from geopak.inference import GeopakPredictor, Prediction, mixture
 from geopak.jsonable import to_jsonable
 from geopak.provinces import NUM_PROVINCES, PROVINCE_NAMES, normalize_province
+from geopak.train.run import province_prior_shift
 
 logger = logging.getLogger(__name__)
 
@@ -484,7 +485,7 @@ def _compare(
     cfg = _train_config(predictor, opts)
     if cfg is not None:
         counts = np.bincount(train.province, minlength=NUM_PROVINCES)
-        bias = bl.province_logit_adjustment(counts, *_training_prior_terms(cfg, counts))
+        bias = province_prior_shift(cfg, counts)
         metrics_note = ", ".join(f"{PROVINCE_NAMES[p]} {bias[p]:+.2f}" for p in range(NUM_PROVINCES) if counts[p])
         notes.append(f"geopak_prior_adjusted adds to the province logits: {metrics_note}.")
         timed("geopak_prior_adjusted", lambda: from_pred(_mixture_all(
@@ -504,27 +505,6 @@ def _description(name: str) -> str:
     if name in METHODS:
         return METHODS[name]
     return RETRAINED[name][0] if name in RETRAINED else name
-
-
-def _training_prior_terms(cfg: Any, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-province batch quotas and province-loss weights that training used with this config."""
-    from geopak.data.samplers import DEFAULT_QUOTAS, scale_quotas
-
-    base = list(DEFAULT_QUOTAS)
-    if cfg.data.quotas:
-        base = [0] * NUM_PROVINCES
-        for name, v in cfg.data.quotas.items():
-            base[normalize_province(name).id] = int(v)
-    q = scale_quotas(base, cfg.data.batch_size, counts > 0).astype(np.float64)
-    try:
-        from geopak.train.run import province_weights  # the engine's own rule, when it has one
-    except ImportError:
-        from geopak.losses import province_class_weights
-
-        w = province_class_weights(counts, cfg.loss.beta).numpy()
-    else:
-        w = np.asarray(province_weights(cfg, counts), np.float64)
-    return q, w
 
 
 def _train_config(predictor: GeopakPredictor, opts: EvalOptions) -> Any:

@@ -87,6 +87,9 @@ class GeopakTask(pl.LightningModule):
         validation: mixture options for the end-to-end validation.
         monitor: health-warning thresholds.
         rare_provinces: province ids that count as rare for the accuracy monitor.
+        province_prior_shift: ``(7,)`` logit shift to the training data's province mix
+            (:func:`geopak.train.run.province_prior_shift`); when given, validation also reports
+            ``province_accuracy_data_prior``.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class GeopakTask(pl.LightningModule):
         validation: ValidationConfig | None = None,
         monitor: MonitorConfig | None = None,
         rare_provinces: list[int] | None = None,
+        province_prior_shift: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -113,6 +117,9 @@ class GeopakTask(pl.LightningModule):
         self._val_buf: list[dict[str, torch.Tensor]] = []
         self._offset_sum = torch.zeros(2, dtype=torch.float64)
         self.last_val_metrics: dict[str, Any] | None = None
+        # not a buffer: the shift is the run's, recomputed from its config, and stays out of Lightning checkpoints
+        self.prior_shift = None if province_prior_shift is None else torch.as_tensor(
+            np.asarray(province_prior_shift, dtype=np.float32))
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
@@ -191,8 +198,14 @@ class GeopakTask(pl.LightningModule):
             self.model, out, top_provinces=v.top_provinces, top_cells=v.top_cells, mode=v.mode,
             use_offsets=v.use_offsets,
         )
+        row = {}
+        if self.prior_shift is not None:
+            has_cells = (torch.as_tensor(self.model.padded_index) >= 0).any(dim=1).to(out.province_logits.device)
+            shifted = out.province_logits.float() + self.prior_shift.to(out.province_logits.device)
+            row["province_data_prior"] = shifted.masked_fill(~has_cells, float("-inf")).argmax(dim=1).long()
         self._val_buf.append(
             {
+                **row,
                 "index": batch["index"].long(),
                 "lat": pred.lat.double(),
                 "lon": pred.lon.double(),
@@ -222,11 +235,14 @@ class GeopakTask(pl.LightningModule):
         if g is None:
             return
         m = compute_metrics(g["lat"], g["lon"], g["true_lat"], g["true_lon"], g["true_province"], g["province"])
+        if "province_data_prior" in g:
+            # the province head's choice under the training data's own province mix (GeopakPredictor(prior="data"))
+            m["province_accuracy_data_prior"] = float(np.mean(g["province_data_prior"] == g["true_province"]))
         self.last_val_metrics = m
         logs = {
             f"val/{k}": float(m[k])
             for k in ("median_km", "mean_km", "macro_median_km", "acc_1km", "acc_25km", "acc_200km",
-                      "geoscore", "province_accuracy")
+                      "geoscore", "province_accuracy", "balanced_province_accuracy", "province_accuracy_data_prior")
             if m.get(k) is not None
         }
         for name, pm in m["by_province"].items():

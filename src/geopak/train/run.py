@@ -255,6 +255,19 @@ def _recalibrate_random_encoders(
         enc.recalibrate_batchnorm(images)
 
 
+def batch_quotas(cfg: TrainConfig, counts: np.ndarray) -> np.ndarray:
+    """Per-province images per batch of the balanced sampler (``data.quotas`` or the design's 16/8/...), scaled
+    to ``data.batch_size`` over the provinces with training rows."""
+    from geopak.data.samplers import DEFAULT_QUOTAS, scale_quotas
+
+    base = list(DEFAULT_QUOTAS)
+    if cfg.data.quotas:
+        base = [0] * NUM_PROVINCES
+        for name, v in cfg.data.quotas.items():
+            base[normalize_province(name).id] = int(v)
+    return scale_quotas(base, cfg.data.batch_size, np.asarray(counts) > 0).astype(np.float64)
+
+
 def province_weights(cfg: TrainConfig, counts: np.ndarray) -> np.ndarray:
     """Province cross-entropy weights for training with the balanced sampler (``loss.province_weighting``).
 
@@ -267,7 +280,6 @@ def province_weights(cfg: TrainConfig, counts: np.ndarray) -> np.ndarray:
     the model never predict the majority province). ``none``: uniform.
     Weights are normalised to mean 1 over the provinces with training rows.
     """
-    from geopak.data.samplers import DEFAULT_QUOTAS, scale_quotas
     from geopak.losses import province_class_weights
 
     n = np.asarray(counts, dtype=np.float64)
@@ -277,17 +289,20 @@ def province_weights(cfg: TrainConfig, counts: np.ndarray) -> np.ndarray:
         return present.astype(np.float32)
     w = province_class_weights(n, cfg.loss.beta).numpy().astype(np.float64)
     if mode == "effective_sampled":
-        q = np.zeros(NUM_PROVINCES)
-        base = DEFAULT_QUOTAS
-        if cfg.data.quotas:
-            base = [0] * NUM_PROVINCES
-            for name, v in cfg.data.quotas.items():
-                base[normalize_province(name).id] = int(v)
-        q = scale_quotas(base, cfg.data.batch_size, present).astype(np.float64)
+        q = batch_quotas(cfg, n)
         ok = present & (q > 0)
         w = np.where(ok, w * n / np.where(ok, q, 1.0), 0.0)
         w = np.where(ok, w / w[ok].mean(), 0.0)
     return w.astype(np.float32)
+
+
+def province_prior_shift(cfg: TrainConfig, counts: np.ndarray) -> np.ndarray:
+    """``(7,)`` logit shift from the prior the province head trains under (balanced batches x class weights) to
+    the training data's own province mix; see :func:`geopak.inference.province_logit_adjustment`. Recorded in
+    every export (``extra.calibration.province_prior_shift``) for ``GeopakPredictor(prior="data")``."""
+    from geopak.inference import province_logit_adjustment
+
+    return province_logit_adjustment(counts, batch_quotas(cfg, counts), province_weights(cfg, counts))
 
 
 def _set_trainable(model: Any, phase: PhaseConfig, weights: Any) -> dict[str, int]:
@@ -445,6 +460,7 @@ def train(
     logger.info("training rows %d, validation rows %d, cells %d", len(train_rows), len(val_rows), table.n_cells)
     base = baselines(df)
     counts = np.bincount(train_rows.province, minlength=NUM_PROVINCES)
+    prior_shift = province_prior_shift(cfg, counts)
     rare = rare_provinces(train_rows.province, cfg.monitor.rare_share)
     summary_path = out / SUMMARY_FILE
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -511,7 +527,7 @@ def train(
             total = min(total, phase.max_steps)
         task = GeopakTask(
             model, loss_fn, phase, total_steps=total, seed=cfg.trainer.seed, validation=cfg.validation,
-            monitor=cfg.monitor, rare_provinces=rare,
+            monitor=cfg.monitor, rare_provinces=rare, province_prior_shift=prior_shift,
         )
         last = _lightning_dir(out, phase) / "checkpoints" / "last.ckpt"
         ckpt_path = str(last) if last.exists() else None
@@ -574,7 +590,7 @@ def train(
             extra = {"val_metrics": to_jsonable(metrics), "train_config": config_to_dict(cfg), "run": str(out)}
             if cfg.validation.calibrate and len(val_rows.ids):  # every export carries its own temperatures
                 extra["calibration"] = fit_calibration(
-                    model, table, image_dataset(val_rows, False, None), cfg.data.eval_batch_size
+                    model, table, image_dataset(val_rows, False, None), cfg.data.eval_batch_size, prior_shift
                 )
             model.save_checkpoint(pdir, phase=phase.name, extra=extra)
             _write_json(pdir / PHASE_SUMMARY_FILE, phase_summary)
@@ -591,14 +607,18 @@ def train(
         final_dir = pdir
     assert final_dir is not None
     if rank0 and cfg.validation.calibrate and len(val_rows.ids):
-        calibrate_checkpoint(final_dir, table, image_dataset(val_rows, False, None), cfg.data.eval_batch_size)
+        calibrate_checkpoint(final_dir, table, image_dataset(val_rows, False, None), cfg.data.eval_batch_size,
+                             prior_shift)
     return final_dir
 
 
-def fit_calibration(model: Any, table: CellTable, val_dataset: Any, batch_size: int = 128) -> dict[str, Any]:
+def fit_calibration(
+    model: Any, table: CellTable, val_dataset: Any, batch_size: int = 128, prior_shift: Any = None
+) -> dict[str, Any]:
     """Fit the mixture's province and cell temperatures of an in-memory model on validation images.
 
-    See :func:`geopak.inference.fit_temperatures`. Returns the ``extra.calibration`` record of a checkpoint.
+    See :func:`geopak.inference.fit_temperatures`. Returns the ``extra.calibration`` record of a checkpoint,
+    which also carries ``prior_shift`` (:func:`province_prior_shift`) as ``province_prior_shift`` when given.
     """
     import torch
 
@@ -621,21 +641,27 @@ def fit_calibration(model: Any, table: CellTable, val_dataset: Any, batch_size: 
     local = torch.as_tensor(table.local_index)[cell_id.clamp_min(0)].masked_fill(cell_id < 0, -1)
     tp, tc = fit_temperatures(torch.cat(plog), torch.cat(clog), torch.cat(prov), local)
     logger.info("calibrated on %d validation images: province T=%.3f, cell T=%.3f", len(val_dataset), tp, tc)
-    return {"province_temperature": round(tp, 4), "cell_temperature": round(tc, 4), "fitted_on": "validation",
-            "n": len(val_dataset)}
+    cal: dict[str, Any] = {"province_temperature": round(tp, 4), "cell_temperature": round(tc, 4),
+                           "fitted_on": "validation", "n": len(val_dataset)}
+    if prior_shift is not None:
+        cal["province_prior_shift"] = [round(float(v), 6) for v in prior_shift]
+    return cal
 
 
-def calibrate_checkpoint(ckpt: Path, table: CellTable, val_dataset: Any, batch_size: int = 128) -> dict[str, Any]:
-    """Record the temperatures in an exported checkpoint that lacks them (e.g. one written before calibration
-    existed). Idempotent: a checkpoint already calibrated on the same number of rows is left as it is."""
+def calibrate_checkpoint(
+    ckpt: Path, table: CellTable, val_dataset: Any, batch_size: int = 128, prior_shift: Any = None
+) -> dict[str, Any]:
+    """Record the temperatures (and the prior shift) in an exported checkpoint that lacks them (e.g. one written
+    before calibration existed). Idempotent: a checkpoint already calibrated on the same number of rows, with the
+    shift when one is given, is left as it is."""
     from geopak.model.geopak import GeopakModel
 
     model = GeopakModel.from_checkpoint(ckpt, cells=table)
     extra = dict(model.checkpoint_meta.get("extra") or {})
     done = extra.get("calibration") or {}
-    if done.get("n") == len(val_dataset):
+    if done.get("n") == len(val_dataset) and (prior_shift is None or "province_prior_shift" in done):
         return done
-    extra["calibration"] = cal = fit_calibration(model, table, val_dataset, batch_size)
+    extra["calibration"] = cal = fit_calibration(model, table, val_dataset, batch_size, prior_shift)
     model.save_checkpoint(ckpt, phase=model.checkpoint_meta.get("phase"), extra=extra)
     return cal
 
