@@ -30,7 +30,8 @@ def test_reduced_demo_end_to_end(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         ["demo", "--out", str(out), "--n", "300", "--size", "64", "--config", str(_fast_config(tmp_path)),
-         "--max-steps", "3", "--n-predict", "2", "--min-cell", "10", "--workers", "1"],
+         "--max-steps", "3", "--n-predict", "2", "--min-cell", "10", "--workers", "1",
+         "--pretrain-n", "160", "--pretrain-epochs", "1"],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -44,10 +45,18 @@ def test_reduced_demo_end_to_end(tmp_path: Path) -> None:
     methods = {r["method"] for r in compare}
     assert {"geopak", "prior", "knn", "flat_cells", "regression"} <= methods
     assert (out / "checkpoint" / "model.safetensors").exists() and (out / "checkpoint" / "config.json").exists()
+    # The encoders started from the scene-pretrained weights: the CLIP patch embedding (frozen in every phase)
+    # in the checkpoint is the pretrained one.
+    from safetensors.torch import load_file
+
+    assert json.loads((out / "pretrain" / "pretrain.json").read_text())["data"]["n"] == 160
+    pre = load_file(str(out / "pretrain" / "clip.safetensors"))["patch_embed.proj.weight"]
+    assert (load_file(str(out / "checkpoint" / "model.safetensors"))["clip.backbone.patch_embed.proj.weight"]
+            == pre).all()
 
     report = (out / "report.html").read_text()
     for needle in ("Headline", "Comparison", "Geocells", "Training", "Predictions on test images", "prior",
-                   "regression", "macro median"):
+                   "regression", "macro median", "pretrained on scene attributes"):
         assert needle in report
     # Every image the report shows exists, and the promised figures are among them.
     srcs = re.findall(r"<img src='([^']+)'|<img src=\"([^\"]+)\"", report)

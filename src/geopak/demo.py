@@ -3,12 +3,18 @@
 Stages (each writes into its own folder under ``out``):
 
 1. ``data/``      GeoPak-Synth images + manifest + card + contact sheet;
-2. ``validated/`` the validated manifest, rejects and summary;
-3. ``split``      a seeded, province-stratified train/val/test split (written to ``validated/split.parquet``);
-4. ``cells/``     geocells built from the *training* rows only (table, assignments, report, map);
-5. ``run/``       training phases 0-1-2 with the named config (feature cache for the frozen phases);
-6. ``eval/``      end-to-end evaluation on the held-out test split, with every baseline and ablation;
-7. ``predictions/`` a handful of test images predicted through :class:`~geopak.inference.GeopakPredictor`,
+2. ``pretrain/``  (``DemoOptions.pretrain``, on by default) a *separate* GeoPak-Synth set (seed + 1000, equal
+   province proportions, at the config's image size) in ``pretrain/data/``, on whose **scene attributes** (never
+   its locations) both small encoders are pretrained (:func:`geopak.model.pretrain.pretrain_encoders`): the
+   offline stand-in for CLIP / Places365 weights, which the training config then starts from
+   (``weights.clip`` / ``weights.scene``). The folder survives the overwrite cleanup, so a rerun with the same
+   settings reuses the weights instead of pretraining again;
+3. ``validated/`` the validated manifest, rejects and summary;
+4. ``split``      a seeded, province-stratified train/val/test split (written to ``validated/split.parquet``);
+5. ``cells/``     geocells built from the *training* rows only (table, assignments, report, map);
+6. ``run/``       training phases 0-1-2 with the named config (feature cache for the frozen phases);
+7. ``eval/``      end-to-end evaluation on the held-out test split, with every baseline and ablation;
+8. ``predictions/`` a handful of test images predicted through :class:`~geopak.inference.GeopakPredictor`,
    each drawn on a map with its hypotheses;
 
 then ``report.html`` (with ``report.md`` beside it), ``metrics.json`` and ``compare.json`` at the top of ``out``
@@ -63,6 +69,13 @@ class DemoOptions:
     boundaries: Path | None = None
     """Province boundaries (GeoJSON/shapefile) for labels and maps; default: cached file or offline fallback."""
     overwrite: bool = True
+    pretrain: bool = True
+    """Pretrain the encoders on the scene attributes of a separate GeoPak-Synth set first (see the module doc);
+    False starts them from random weights."""
+    pretrain_n: int = 3000
+    """Images of the separate pretraining set."""
+    pretrain_epochs: int = 8
+    """Pretraining epochs per encoder."""
 
 
 @dataclass
@@ -77,13 +90,14 @@ class DemoResult:
 class _Stages:
     """Times each stage and reports it through a status callback."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    def __init__(self, say: Callable[[str], None], total: int) -> None:
         self.say = say
+        self.total = total
         self.timings: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str, what: str) -> Iterator[None]:
-        self.say(f"[{len(self.timings) + 1}/8] {what}")
+        self.say(f"[{len(self.timings) + 1}/{self.total}] {what}")
         t0 = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - t0, 2)
@@ -100,12 +114,14 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] | None = None) -> Dem
     from geopak.train import load_config, train
 
     say = say or (lambda m: logger.info("%s", m))
+    cfg = load_config(opts.config)
     out = Path(opts.out).resolve()
     if out.exists() and opts.overwrite:
+        # pretrain/ stays: pretrain_encoders reuses it when settings and data match, and replaces it otherwise
         for sub in ("data", "validated", "cells", "run", "eval", "predictions", "checkpoint"):
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    stage = _Stages(say)
+    stage = _Stages(say, 9 if opts.pretrain else 8)
     t_all = time.perf_counter()
 
     with stage("synth", f"GeoPak-Synth: rendering {opts.n:,} images at {opts.image_size} px"):
@@ -113,6 +129,12 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] | None = None) -> Dem
                  boundaries=opts.boundaries, overwrite=True,
                  command=f"geopak demo --n {opts.n} --seed {opts.seed}")
         sheet = preview(out / "data", out / "data" / "contact_sheet.png")
+
+    pretrained: dict[str, Any] | None = None
+    if opts.pretrain:
+        with stage("pretrain", f"pretraining the encoders on the scene attributes of a separate GeoPak-Synth set "
+                               f"({opts.pretrain_n:,} images, seed {opts.seed + 1000})"):
+            cfg, pretrained = _pretrain(cfg, out / "pretrain", opts, say)
 
     with stage("validate", "validating the manifest (every row accepted or rejected with a reason)"):
         vsum = validate_file(out / "data" / "manifest.parquet", out / "validated", boundaries=opts.boundaries)
@@ -137,7 +159,6 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] | None = None) -> Dem
         say(f"      {table.n_cells} cells; {check.summary().splitlines()[0]}")
 
     with stage("train", f"training phases with the '{opts.config}' config"):
-        cfg = load_config(opts.config)
         ckpt = train(cfg, manifest_path, out / "cells", out / "run", max_steps=opts.max_steps, progress_bar=True)
         final_ckpt = out / "checkpoint"
         shutil.copytree(ckpt, final_ckpt, dirs_exist_ok=True)
@@ -158,11 +179,46 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] | None = None) -> Dem
     with stage("report", "writing the report"):
         curves = _plot_training_curves(out / "run", out / "run" / "curves.png")
         report = _write_report(out, opts, vsum, split_counts, table, check, metrics_clean, compare, examples,
-                               sheet, curves, stage.timings, time.perf_counter() - t_all)
+                               sheet, curves, stage.timings, time.perf_counter() - t_all, pretrained)
     return DemoResult(report, metrics_clean, compare, final_ckpt, stage.timings)
 
 
 # ------------------------------------------------------------------------------------------ stages
+def _pretrain(cfg: Any, folder: Path, opts: DemoOptions, say: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """Generate the separate pretraining set, pretrain both encoders on its scene attributes (or reuse an
+    earlier result) and return the training config starting from those weights, with a summary for the report."""
+    from geopak.data.synth import generate
+    from geopak.model.pretrain import PretrainConfig, pretrain_encoders
+    from geopak.provinces import PROVINCE_NAMES
+
+    seed, size = opts.seed + 1000, cfg.data.image_size
+    generate(opts.pretrain_n, folder / "data", seed=seed, size=size, workers=opts.workers,
+             proportions={name: 1.0 for name in PROVINCE_NAMES}, boundaries=opts.boundaries, overwrite=True,
+             command=f"geopak synth --n {opts.pretrain_n} --seed {seed} --size {size} --proportions equal")
+    pcfg = PretrainConfig(clip_encoder=cfg.model.clip_encoder, scene_encoder=cfg.model.scene_encoder,
+                          epochs=opts.pretrain_epochs, seed=opts.seed, threads=cfg.trainer.num_threads or None)
+
+    def on_event(ev: dict[str, Any]) -> None:
+        if ev["event"] == "epoch":
+            held = f", held-out loss {ev['holdout_loss']:.3f}" if "holdout_loss" in ev else ""
+            say(f"      {ev['role']} {ev['encoder']} epoch {ev['epoch']}/{ev['epochs']}: train loss "
+                f"{ev['train_loss']:.3f}{held} ({ev['seconds']:.0f} s)")
+
+    result = pretrain_encoders(folder / "data", folder, pcfg, callback=on_event)
+    if result.reused:
+        say(f"      reusing {folder} (same settings and data)")
+    summary = {"seed": seed, "n": opts.pretrain_n, "size": size, "epochs": opts.pretrain_epochs,
+               "reused": result.reused, "seconds": result.summary["seconds"],
+               "n_holdout": result.summary["data"]["n_holdout"], "encoders": {}}
+    for role in ("clip", "scene"):
+        rec = result.summary["encoders"][role]
+        summary["encoders"][role] = {"encoder": rec["encoder"], "holdout": rec["holdout"],
+                                     "text": result.describe_holdout(role)}
+        say(f"      {role} {rec['encoder']} held out: {summary['encoders'][role]['text']}")
+    cfg = cfg.with_overrides({"weights.clip": str(result.clip_weights), "weights.scene": str(result.scene_weights)})
+    return cfg, summary
+
+
 def _predict_examples(ckpt: Path, df: pd.DataFrame, out: Path, opts: DemoOptions) -> list[dict[str, Any]]:
     """Predict a few test images (one per province where possible) and draw each on a map."""
     from geopak.evaluate.report import plot_prediction, province_outlines
@@ -247,9 +303,9 @@ def headline(metrics: dict[str, Any], compare: list[dict[str, Any]]) -> list[str
     by = {r["method"]: r for r in compare}
     g = by.get("geopak", metrics)
     lines = [
-        f"GEOPAK (mixture of hypotheses, end to end) on {g.get('n', metrics.get('n'))} held-out test images: "
-        f"macro median error {_fmt(g.get('macro_median_km'))} km (mean over provinces of each province's median), "
-        f"plain median {_fmt(g.get('median_km'))} km, province accuracy {_fmt(g.get('province_accuracy'), 'acc_')}."
+        (f"GEOPAK (mixture of hypotheses, end to end) on {g.get('n', metrics.get('n'))} held-out test images: "
+         f"macro median error {_fmt(g.get('macro_median_km'))} km (mean over provinces of each province's median), "
+         f"plain median {_fmt(g.get('median_km'))} km, province accuracy {_fmt(g.get('province_accuracy'), 'acc_')}.")
     ]
     baselines = [n for n in ("prior", "knn", "flat_cells", "regression") if n in by]
     ablations = [n for n in by if n != "geopak" and n not in baselines]
@@ -292,10 +348,36 @@ def _rel(p: Path | None, root: Path) -> str | None:
     return None if p is None or not Path(p).exists() else str(Path(p).resolve().relative_to(root))
 
 
+def _pretrain_text(pretrained: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(intro phrase on the encoders, HTML paragraph, Markdown paragraph) about the scene pretraining."""
+    if not pretrained:
+        return "tiny randomly initialised encoders", "", ""
+    enc = pretrained["encoders"]
+    names = f"{enc['clip']['encoder']} and {enc['scene']['encoder']}"
+    reused = " (reused from an earlier run with the same settings and data)" if pretrained.get("reused") else ""
+    text = (
+        f"The small encoders ({names}) were pretrained on scene attributes, not locations, of a disjoint synthetic "
+        f"set: GeoPak-Synth with seed {pretrained['seed']} ({pretrained['n']:,} images at {pretrained['size']} px, "
+        f"equal province proportions), {pretrained['epochs']} epochs each, {pretrained['seconds']:.0f} s{reused}. "
+        "Each learned to predict how urban, high, rough, green, near the coast and clear a scene is, how settled "
+        "its surroundings are, and its time of day, season, weather and kind of shot. Some of these attributes vary "
+        "with place, as real scene pretraining does; no coordinate, province or settlement name was used. "
+        "Training starts from these weights (phase 0 onwards)."
+    )
+    held = [f"{e['encoder']}: {e['text']}" for e in (enc["clip"], enc["scene"])]
+    n_hold = pretrained.get("n_holdout")
+    head = f"Held out ({n_hold:,} images of the pretraining set; R2, or accuracy with the majority class's)"
+    html_par = (f"<p>{html.escape(text)} Files: <code>pretrain/clip.safetensors</code>, "
+                f"<code>pretrain/scene.safetensors</code>; every figure in <code>pretrain/pretrain.json</code>.</p>"
+                f"<p>{html.escape(head)}:</p><ul>{''.join(f'<li>{html.escape(h)}</li>' for h in held)}</ul>")
+    md_par = "\n".join([f"**Encoders.** {text}", "", f"{head}:", *[f"- {h}" for h in held]])
+    return f"tiny encoders pretrained on scene attributes of a disjoint synthetic set ({names})", html_par, md_par
+
+
 def _write_report(
     out: Path, opts: DemoOptions, vsum: dict[str, Any], split_counts: dict[str, int], table: Any, check: Any,
     metrics: dict[str, Any], compare: list[dict[str, Any]], examples: list[dict[str, Any]], sheet: Path,
-    curves: Path | None, timings: dict[str, float], total_s: float,
+    curves: Path | None, timings: dict[str, float], total_s: float, pretrained: dict[str, Any] | None = None,
 ) -> Path:
     run_summary = json.loads((out / "run" / "summary.json").read_text())
     eval_dir = out / "eval"
@@ -324,6 +406,7 @@ def _write_report(
         f"</figcaption></figure>"
         for e in examples
     )
+    encoders_note, pretrain_html, pretrain_md = _pretrain_text(pretrained)
     timing_rows = "".join(f"<tr><td>{k}</td><td>{v:.1f} s</td></tr>" for k, v in timings.items())
     fig_html = "".join(f"<figure><img src='{src}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption>"
                        f"</figure>" for t, src in figures if src)
@@ -338,7 +421,7 @@ align-items:center}} .ex figcaption{{grid-column:1/3}} .note{{background:#fff8e1
 #f0b400}} code{{background:#f4f4f4;padding:1px 4px}}
 </style></head><body>
 <h1>GEOPAK demo report</h1>
-<p>Synthetic data (GeoPak-Synth, {opts.n:,} images, seed {opts.seed}), tiny randomly initialised encoders, CPU only.
+<p>Synthetic data (GeoPak-Synth, {opts.n:,} images, seed {opts.seed}), {html.escape(encoders_note)}, CPU only.
 Every figure below is an end-to-end prediction on held-out test images: no ground-truth cell or province is given
 to the model. Total time {total_s / 60:.1f} min.</p>
 <h2>Headline</h2>
@@ -361,6 +444,7 @@ province ({', '.join(PROVINCE_NAMES)}).</figcaption></figure>
 {html.escape(check.summary().splitlines()[0])}</p>
 <figure><img src="{_rel(out / 'cells' / 'cells.png', out)}" alt="map of geocells"></figure>
 <h2>Training</h2>
+{pretrain_html}
 <table><thead><tr><th>phase</th><th>epochs</th><th>steps</th><th>cached features</th><th>val macro median km</th>
 <th>val province acc.</th><th>balanced (mean recall)</th><th>seconds</th><th>exported weights</th></tr></thead><tbody>{phase_rows}</tbody></table>
 {'<div class="note">Monitor warnings:<ul>' + ''.join(f'<li>{html.escape(w)}</li>' for w in warnings) + '</ul></div>'
@@ -377,8 +461,10 @@ Checkpoint: <code>checkpoint/</code> (load it with <code>GeopakPredictor(checkpo
     path = out / "report.html"
     path.write_text(doc)
     md = ["# GEOPAK demo report", "", *[f"- {s}" for s in lines], "", _table_md(compare), "",
+          *([pretrain_md, ""] if pretrain_md else []),
           f"Report with figures: report.html. Timings: {json.dumps(timings)}", ""]
     (out / "report.md").write_text("\n".join(md))
     (out / "demo.json").write_text(json.dumps({"options": {k: str(v) for k, v in asdict(opts).items()},
-                                               "timings": timings, "total_seconds": round(total_s, 1)}, indent=1))
+                                               "timings": timings, "total_seconds": round(total_s, 1),
+                                               "pretrain": pretrained}, indent=1, default=str))
     return path
