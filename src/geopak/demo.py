@@ -358,7 +358,7 @@ def _pretrain_text(pretrained: dict[str, Any] | None) -> tuple[str, str, str]:
     text = (
         f"The small encoders ({names}) were pretrained on scene attributes, not locations, of a disjoint synthetic "
         f"set: GeoPak-Synth with seed {pretrained['seed']} ({pretrained['n']:,} images at {pretrained['size']} px, "
-        f"equal province proportions), {pretrained['epochs']} epochs each, {pretrained['seconds']:.0f} s{reused}. "
+        f"equal province proportions), {pretrained['epochs']} epoch{'s' if pretrained['epochs'] != 1 else ''} each, {pretrained['seconds']:.0f} s{reused}. "
         "Each learned to predict how urban, high, rough, green, near the coast and clear a scene is, how settled "
         "its surroundings are, and its time of day, season, weather and kind of shot. Some of these attributes vary "
         "with place, as real scene pretraining does; no coordinate, province or settlement name was used. "
