@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from geopak.data.manifest import read_manifest
+from geopak.data.validate import validate_manifest
 from geopak.data.synth import generate, preview, province_counts
 from geopak.geo import geometric_median, haversine_km
 from geopak.provinces import PROVINCE_NAMES, PROVINCES
@@ -95,7 +96,6 @@ def test_every_province_present_and_labels_come_from_the_lookup(signal_set: pd.D
 
 
 def test_manifest_validates_with_zero_rejects(signal_set: pd.DataFrame) -> None:
-    from geopak.data.validate import validate_manifest
 
     _, rejects, summary = validate_manifest(signal_set, workers=4)
     assert len(rejects) == 0, rejects.head().to_dict("records")
@@ -205,7 +205,6 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 
 def test_labels_follow_province_polygons_when_given(tmp_path: Path, boundaries_path: Path) -> None:
     from geopak.boundaries import lookup_provinces
-    from geopak.data.validate import validate_manifest
 
     df = generate(70, tmp_path, seed=2, size=64, workers=1, proportions=[1] * 7, boundaries=boundaries_path)
     res = lookup_provinces(df["lat"].to_numpy(), df["lon"].to_numpy(), boundaries_path)
@@ -215,3 +214,15 @@ def test_labels_follow_province_polygons_when_given(tmp_path: Path, boundaries_p
     _, rejects, _ = validate_manifest(df, boundaries=boundaries_path, workers=2)
     assert len(rejects) == 0, rejects.head().to_dict("records")
     assert "polygons" in (tmp_path / "CARD.md").read_text()
+
+
+def test_relative_out_folder_gives_a_manifest_that_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's flow with a relative folder (`geopak synth --out synth`, then `geopak data validate
+    synth/manifest.parquet`): the paths are written relative to the manifest's folder, not to the working
+    directory, so every row is accepted."""
+    monkeypatch.chdir(tmp_path)
+    generate(14, "synth", seed=5, size=64, workers=1)
+    raw = pd.read_parquet(tmp_path / "synth" / "manifest.parquet")
+    assert all(p.startswith("images/") for p in raw["path"])
+    _, rejects, summary = validate_manifest(read_manifest("synth/manifest.parquet"), workers=1)
+    assert len(rejects) == 0 and summary["accepted"] == 14

@@ -200,7 +200,7 @@ def generate(
     manifest = pd.DataFrame(
         {
             "id": ids,
-            "path": [str(out / image_relpath(seed, i)) for i in range(n)],
+            "path": [image_relpath(seed, i) for i in range(n)],  # relative to the manifest's folder: portable
             "lat": locs["lat"].to_numpy(np.float64),
             "lon": locs["lon"].to_numpy(np.float64),
             "province": locs["province"].to_numpy(object),
