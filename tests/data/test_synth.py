@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from geopak.data.manifest import read_manifest
-from geopak.data.validate import validate_manifest
 from geopak.data.synth import generate, preview, province_counts
+from geopak.data.validate import validate_manifest
 from geopak.geo import geometric_median, haversine_km
 from geopak.provinces import PROVINCE_NAMES, PROVINCES
 
