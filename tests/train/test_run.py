@@ -258,3 +258,24 @@ def test_a_phase_that_makes_validation_worse_keeps_the_previous_weights(
     assert s1["val"]["province_accuracy"] == s0["val"]["province_accuracy"]
     w0, w1 = load_file(out / "phase0" / "model.safetensors"), load_file(out / "phase1" / "model.safetensors")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_monitors_warn_once_when_a_condition_starts(data: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """The seed's monitors: a rare province under the accuracy floor, and an offset loss that collapses. With
+    thresholds no model can meet, both fire, and each condition warns once per phase, not once per epoch."""
+    manifest, cells, cache = data
+    cfg = tiny_config(cache, phase0=1, phase1=3).with_overrides(
+        {"monitor.rare_share": 0.5, "monitor.rare_accuracy": 1.0, "monitor.offset_collapse_km": 1e6}
+    )
+    out = tmp_path / "run"
+    train(cfg, manifest, cells, out, phases=["phase0", "phase1"])
+    summary = json.loads((out / "summary.json").read_text())
+    p1 = json.loads((out / "phase1" / "phase_summary.json").read_text())
+    rare = [w for w in p1["warnings"] if isinstance(w, dict) and w["kind"] == "rare_province_accuracy"]
+    below = {n for n in summary["rare_provinces"]
+             if (p1["val"]["by_province"].get(n) or {}).get("province_accuracy", 1.0) < 1.0}
+    assert rare and {w["province"] for w in rare} >= below
+    assert len({w["province"] for w in rare}) == len(rare)  # one warning per province, though 3 epochs fired
+    collapse = [w for w in p1["warnings"] if isinstance(w, dict) and w["kind"] == "offset_collapse"]
+    assert len(collapse) == 1 and collapse[0]["epoch"] == 1  # from the second epoch on, once
+    assert summary["monitor_warnings"]  # the run summary (and the demo report) carries them

@@ -68,11 +68,16 @@ def lr_lambda(total_steps: int, warmup_fraction: float, schedule: str, min_ratio
 
 @dataclass
 class MonitorState:
-    """Warnings raised during a phase (kept in Lightning checkpoints, so a resumed run keeps them)."""
+    """Warnings raised during a phase (kept in Lightning checkpoints, so a resumed run keeps them).
+
+    ``active`` holds the conditions that are firing now: a condition warns when it starts (and again only after
+    it has cleared), not once per epoch while it lasts.
+    """
 
     warnings: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     first_offset_km: float | None = None
+    active: list[str] = field(default_factory=list)
 
 
 class GeopakTask(pl.LightningModule):
@@ -170,13 +175,20 @@ class GeopakTask(pl.LightningModule):
             self.state.first_offset_km = mean_km
         m = self.monitor_cfg
         ratio_floor = m.offset_collapse_ratio * self.state.first_offset_km
-        if self.current_epoch > 0 and (mean_km < m.offset_collapse_km or mean_km < ratio_floor):
+        if not (self.current_epoch > 0 and (mean_km < m.offset_collapse_km or mean_km < ratio_floor)):
+            self._clear("offset_collapse")
+        else:
             self._warn(
                 "offset_collapse",
                 f"training offset loss collapsed to {mean_km:.4f} km (first epoch {self.state.first_offset_km:.3f} km): "
                 "the offset head may be memorising positions",
                 value=mean_km,
             )
+
+    def _clear(self, key: str) -> None:
+        """The condition ``key`` no longer holds: a later recurrence warns again."""
+        if key in self.state.active:
+            self.state.active.remove(key)
 
     def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.trainer is not None and self.trainer.world_size > 1:
@@ -258,16 +270,25 @@ class GeopakTask(pl.LightningModule):
         for p in self.rare_provinces:
             pm = m["by_province"].get(PROVINCE_NAMES[p])
             acc = None if pm is None else pm.get("province_accuracy")
+            key = f"rare_province_accuracy:{PROVINCE_NAMES[p]}"
             if acc is not None and acc < self.monitor_cfg.rare_accuracy:
                 self._warn(
                     "rare_province_accuracy",
                     f"validation accuracy of rare province {PROVINCE_NAMES[p]} is {acc:.1%} "
                     f"(< {self.monitor_cfg.rare_accuracy:.0%})",
+                    key=key,
                     value=float(acc),
                     province=PROVINCE_NAMES[p],
                 )
+            else:
+                self._clear(key)
 
-    def _warn(self, kind: str, message: str, **extra: Any) -> None:
+    def _warn(self, kind: str, message: str, key: str | None = None, **extra: Any) -> None:
+        """Record and log a warning when its condition ``key`` (default ``kind``) starts; silent while it lasts."""
+        key = key or kind
+        if key in self.state.active:
+            return
+        self.state.active.append(key)
         entry = {"phase": self.phase.name, "epoch": int(self.current_epoch), "kind": kind, "message": message, **extra}
         self.state.warnings.append(entry)
         if self.trainer is None or self.trainer.is_global_zero:
@@ -292,6 +313,7 @@ class GeopakTask(pl.LightningModule):
             "warnings": self.state.warnings,
             "history": self.state.history,
             "first_offset_km": self.state.first_offset_km,
+            "active": self.state.active,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -301,6 +323,7 @@ class GeopakTask(pl.LightningModule):
                 warnings=list(st.get("warnings", [])),
                 history=list(st.get("history", [])),
                 first_offset_km=st.get("first_offset_km"),
+                active=list(st.get("active", [])),
             )
 
 
