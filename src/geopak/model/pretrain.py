@@ -543,9 +543,10 @@ def _train_one(
             rec["holdout_loss"] = round(float(obj.loss(out, torch.from_numpy(hold_idx))), 5)
         rec["seconds"] = round(time.perf_counter() - te, 2)
         history.append(rec)
-        logger.info("  %s %s epoch %d/%d: train loss %.4f%s (%.1f s)", role, name, epoch, cfg.epochs,
-                    rec["train_loss"], f", held-out loss {rec['holdout_loss']:.4f}" if "holdout_loss" in rec
-                    else "", rec["seconds"])
+        logger.log(logging.DEBUG if callback else logging.INFO,
+                   "  %s %s epoch %d/%d: train loss %.4f%s (%.1f s)", role, name, epoch, cfg.epochs,
+                   rec["train_loss"], f", held-out loss {rec['holdout_loss']:.4f}" if "holdout_loss" in rec
+                   else "", rec["seconds"])
         if callback:
             callback({"event": "epoch", "role": role, "encoder": name, "epochs": cfg.epochs, **rec})
     seconds = time.perf_counter() - t0
