@@ -49,21 +49,15 @@ class TrainError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------ inputs
 def _read_manifest(manifest: pd.DataFrame | str | Path) -> pd.DataFrame:
+    """The manifest as a DataFrame; relative image paths resolved against the manifest file's folder."""
     if isinstance(manifest, pd.DataFrame):
         return manifest.copy()
     path = Path(manifest)
     if not path.exists():
         raise TrainError(f"manifest {path} does not exist")
-    try:
-        from geopak.data.manifest import read_manifest
-    except ImportError:  # the manifest module is optional here: fall back to plain pandas
-        read_manifest = None
-    if read_manifest is not None:
-        return read_manifest(path)
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    if "path" in df.columns:
-        df["path"] = [str(p) if Path(str(p)).is_absolute() else str(path.parent / str(p)) for p in df["path"]]
-    return df
+    from geopak.data.manifest import read_manifest
+
+    return read_manifest(path)
 
 
 def _split_rows(df: pd.DataFrame, val_fraction: float, seed: int, source: str) -> pd.Series:
