@@ -83,3 +83,21 @@ def test_evaluate_cli(tiny_checkpoint: Path, tiny_data: TinyData, tmp_path: Path
     res = runner.invoke(app, ["evaluate", str(tiny_checkpoint), str(tiny_data.manifest), "--split", "nope",
                               "--out", str(out)])
     assert res.exit_code == 2 and "no 'nope' rows" in " ".join(res.output.split())
+
+
+def test_predict_prior_option(tiny_checkpoint: Path, photos: Path, tmp_path: Path) -> None:
+    """--prior data needs the shift that training records; without it the command says so (exit 2)."""
+    res = runner.invoke(app, ["predict", str(tiny_checkpoint), str(photos), "--prior", "data", "--device", "cpu"])
+    assert res.exit_code == 2 and "records no province prior shift" in " ".join(res.output.split())
+    res = runner.invoke(app, ["predict", str(tiny_checkpoint), str(photos), "--prior", "uniform"])
+    assert res.exit_code != 0 and "balanced or data" in res.output
+    from geopak.model.geopak import GeopakModel
+
+    model = GeopakModel.from_checkpoint(tiny_checkpoint)
+    shifted = model.save_checkpoint(tmp_path / "shifted", phase="phase1", extra={
+        **model.checkpoint_meta["extra"], "calibration": {"province_prior_shift": [9.0, 0, 0, 0, 0, 0, 0]}})
+    out = tmp_path / "p.csv"
+    res = runner.invoke(app, ["predict", str(shifted), str(photos), "--prior", "data", "--out", str(out),
+                              "--device", "cpu", "--no-bf16"])
+    assert res.exit_code == 0, res.output
+    assert (pd.read_csv(out)["province"] == PROVINCE_NAMES[0]).all()  # a +9 logit shift toward Sindh wins
